@@ -1,0 +1,56 @@
+"""granian's configuration for async-style: the same file in the image and under `make serve`.
+
+granian has no configuration file of its own, so this script builds the server the way its CLI
+would (https://github.com/emmett-framework/granian#options). The numbers below are sized for the
+seed's load, 15,000 keep-alive connections against one pod; each says where it comes from.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
+
+from granian.constants import HTTPModes, Interfaces, Loops  # noqa: E402
+from granian.http import HTTP1Settings  # noqa: E402
+from granian.log import LogLevels  # noqa: E402
+from granian.server import Server  # noqa: E402
+
+from async_style.settings import SettingsError, load  # noqa: E402
+
+# The kernel caps the accept queue at net.core.somaxconn (4096 on this machine's kernel);
+# asking for more lets a node tuned higher use it.
+BACKLOG = 16384
+# Backpressure gates accepted connections, not requests: a worker holding this many open
+# keep-alive connections stops accepting. One worker must hold all 15,000 of the seed's VUs.
+BACKPRESSURE = 16384
+# Kubernetes waits terminationGracePeriodSeconds (30 s) before SIGKILL; in-flight requests
+# get 20 s to finish, leaving room for the preStop pause.
+WORKERS_KILL_TIMEOUT = 20
+
+
+def build() -> Server:
+    try:
+        settings = load()
+    except SettingsError as error:
+        sys.exit(f"async-style: {error}")
+    return Server(
+        "async_style.app:create_app",
+        factory=True,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        workers=settings.workers,
+        http=HTTPModes.http1,
+        websockets=False,
+        loop=Loops.auto,
+        backlog=BACKLOG,
+        backpressure=BACKPRESSURE,
+        http1_settings=HTTP1Settings(keep_alive=True),
+        log_level=LogLevels(settings.log_level),
+        log_access=settings.access_log,
+        workers_kill_timeout=WORKERS_KILL_TIMEOUT,
+    )
+
+
+if __name__ == "__main__":
+    build().serve()

@@ -1,0 +1,92 @@
+"""Start a server command in its own process group, wait until it answers, stop it with SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def serve_command(server: str, port: int, workers: int | str = "") -> list[str]:
+    """The `make serve` command line, the one way a person starts a server."""
+    return ["make", "-s", "-C", str(ROOT), "serve", f"SERVER={server}", f"PORT={port}", f"WORKERS={workers}"]
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen | None = None, timeout: float = 60.0) -> None:
+    """Poll GET `url` until it answers 200; fail early if `process` exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before answering {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer 200 within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+class Running:
+    def __init__(self, process: subprocess.Popen, base_url: str, log: Path) -> None:
+        self.process, self.base_url, self.log = process, base_url, log
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM the runner, as Docker and Kubernetes do, and return the command's exit code.
+
+        Under `make serve` the runner is make's child: make itself must not get the signal, or
+        it would exit at once with -15 instead of reporting how the runner ended.
+        """
+        if self.process.poll() is None:
+            leader = psutil.Process(self.process.pid)
+            targets = leader.children() if leader.name() == "make" else [leader]
+            for target in targets or [leader]:
+                target.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            raise
+
+
+@contextmanager
+def running(command: Sequence[str], port: int, log: Path, env: dict[str, str] | None = None) -> Iterator[Running]:
+    """Run `command` (listening on 127.0.0.1:`port`) for the duration of the block."""
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            list(command),
+            env={**os.environ, **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    server = Running(process, f"http://127.0.0.1:{port}", log)
+    try:
+        try:
+            wait_until_healthy(server.base_url + "/health", process)
+        except (RuntimeError, TimeoutError) as error:
+            tail = log.read_text(errors="replace").strip().splitlines()[-15:]
+            raise RuntimeError(f"{error}; last lines of {log}:\n" + "\n".join(tail)) from None
+        yield server
+    except BaseException:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        raise
+    else:
+        if process.poll() is None:
+            server.stop()

@@ -1,0 +1,48 @@
+"""gunicorn's configuration for stdlib-style: the same file in the image and under `make serve`.
+
+Settings (docs): https://gunicorn.org/reference/settings/ . The numbers below are sized for the
+seed's load, 15,000 keep-alive connections against one pod; each says where it comes from.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
+
+from stdlib_style.settings import SettingsError, load  # noqa: E402
+
+try:
+    _settings = load()
+except SettingsError as error:
+    sys.exit(f"stdlib-style: {error}")
+
+wsgi_app = "stdlib_style.app:create_app()"
+bind = [f"{_settings.host}:{_settings.port}"]
+workers = _settings.workers
+worker_class = "gthread"
+# The C parser from gunicorn[fast] (gunicorn_h1c); "fast" fails loudly if it is missing instead
+# of falling back to the pure-Python parser as "auto" would.
+http_parser = "fast"
+# The hash holds the GIL, so threads only overlap socket I/O; more threads add switching.
+threads = 4
+# One worker must be able to hold every connection of the seed's 15,000-VU run on its own
+# (connections land unevenly across workers); past this limit gunicorn stops accepting.
+worker_connections = 16384
+# k6 VUs reuse their connection; the 2 s default closes connections that wait longer than that
+# between requests under overload, and the reconnects show up as http_req_connecting.
+keepalive = 75
+# The kernel caps the accept queue at net.core.somaxconn (4096 on this machine's kernel);
+# asking for more lets a node tuned higher use it.
+backlog = 16384
+# Kubernetes waits terminationGracePeriodSeconds (30 s) before SIGKILL; in-flight requests
+# get 20 s to finish, leaving room for the preStop pause.
+graceful_timeout = 20
+timeout = 30
+# The heartbeat file is fchmod'ed every second; /dev/shm keeps that off a (read-only) disk.
+worker_tmp_dir = "/dev/shm"
+# gunicorn 26's control socket lives under $HOME, which is read-only in the image; nothing here
+# uses it (signals do the same job).
+control_socket_disable = True
+loglevel = _settings.log_level
+errorlog = "-"
+accesslog = "-" if _settings.access_log else None

@@ -1,0 +1,133 @@
+"""Settings from the environment, including CPU quotas read from cgroup files given as fixtures."""
+
+import os
+from pathlib import Path
+
+import async_style.settings
+import pytest
+import stdlib_style.settings
+
+MODULES = [stdlib_style.settings, async_style.settings]
+IDS = ["stdlib-style", "async-style"]
+AFFINITY = len(os.sched_getaffinity(0))
+
+
+@pytest.fixture(params=MODULES, ids=IDS)
+def settings(request):
+    return request.param
+
+
+def test_defaults(settings):
+    loaded = settings.load({})
+    assert (loaded.port, loaded.hash_iterations, loaded.log_level, loaded.access_log) == (8080, 100, "info", False)
+    assert loaded.host == "127.0.0.1"
+    assert 1 <= loaded.workers <= AFFINITY
+    assert loaded.source == settings.SERVER_NAME
+
+
+def test_values_are_read(settings):
+    loaded = settings.load(
+        {"HOST": "0.0.0.0", "PORT": "9000", "WORKERS": "3", "HASH_ITERATIONS": "7", "LOG_LEVEL": "WARNING", "ACCESS_LOG": "on"}
+    )
+    assert (loaded.host, loaded.port, loaded.workers, loaded.hash_iterations) == ("0.0.0.0", 9000, 3, 7)
+    assert (loaded.log_level, loaded.access_log) == ("warning", True)
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("PORT", "http"),
+        ("PORT", "0"),
+        ("PORT", "70000"),
+        ("WORKERS", "0"),
+        ("WORKERS", "-2"),
+        ("WORKERS", "2.5"),
+        ("HASH_ITERATIONS", "0"),
+        ("LOG_LEVEL", "loud"),
+        ("ACCESS_LOG", "maybe"),
+    ],
+)
+def test_bad_values_name_the_variable_and_what_it_accepts(settings, name, value):
+    with pytest.raises(settings.SettingsError) as error:
+        settings.load({name: value})
+    message = str(error.value)
+    assert message.startswith(f"{name} must be ") and repr(value.strip().lower() if name in ("LOG_LEVEL", "ACCESS_LOG") else value) in message
+    assert "\n" not in message
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+@pytest.fixture
+def cgroup_v2(tmp_path):
+    root = tmp_path / "cgroup"
+    proc = tmp_path / "proc-self-cgroup"
+    write(proc, "0::/kubepods/pod1/ctr\n")
+    return root, proc
+
+
+@pytest.mark.parametrize(
+    "cpu_max, expected",
+    [("max 100000\n", None), ("200000 100000\n", 2.0), ("150000 100000\n", 1.5), ("50000 100000\n", 0.5)],
+)
+def test_cgroup_v2_quota(settings, cgroup_v2, cpu_max, expected):
+    root, proc = cgroup_v2
+    write(root / "kubepods/pod1/ctr/cpu.max", cpu_max)
+    assert settings.cgroup_cpu_quota(root, proc) == expected
+
+
+def test_cgroup_v2_takes_the_tightest_ancestor(settings, cgroup_v2):
+    root, proc = cgroup_v2
+    write(root / "kubepods/pod1/ctr/cpu.max", "max 100000\n")
+    write(root / "kubepods/pod1/cpu.max", "300000 100000\n")
+    write(root / "kubepods/cpu.max", "800000 100000\n")
+    assert settings.cgroup_cpu_quota(root, proc) == 3.0
+
+
+def test_cgroup_v2_namespaced_mount_reads_the_root(settings, tmp_path):
+    # With a private cgroup namespace the container sees its own cgroup as "/" at the mount root.
+    root, proc = tmp_path / "cgroup", tmp_path / "proc"
+    write(proc, "0::/\n")
+    write(root / "cpu.max", "250000 100000\n")
+    assert settings.cgroup_cpu_quota(root, proc) == 2.5
+
+
+def test_cgroup_v1_quota(settings, tmp_path):
+    root, proc = tmp_path / "cgroup", tmp_path / "proc"
+    write(proc, "4:memory:/docker/abc\n3:cpu,cpuacct:/docker/abc\n")
+    write(root / "cpu,cpuacct/docker/abc/cpu.cfs_quota_us", "400000\n")
+    write(root / "cpu,cpuacct/docker/abc/cpu.cfs_period_us", "100000\n")
+    assert settings.cgroup_cpu_quota(root, proc) == 4.0
+
+
+def test_cgroup_v1_unlimited(settings, tmp_path):
+    root, proc = tmp_path / "cgroup", tmp_path / "proc"
+    write(proc, "3:cpu,cpuacct:/\n")
+    write(root / "cpu,cpuacct/cpu.cfs_quota_us", "-1\n")
+    write(root / "cpu,cpuacct/cpu.cfs_period_us", "100000\n")
+    assert settings.cgroup_cpu_quota(root, proc) is None
+
+
+def test_no_cgroup_files_means_no_quota(settings, tmp_path):
+    assert settings.cgroup_cpu_quota(tmp_path / "nothing", tmp_path / "missing") is None
+
+
+def test_workers_default_rounds_a_quota_up_and_never_exceeds_affinity(settings, tmp_path, monkeypatch):
+    root, proc = tmp_path / "cgroup", tmp_path / "proc"
+    write(proc, "0::/\n")
+    write(root / "cpu.max", "50000 100000\n")
+    assert settings.available_cpus(str(root), str(proc)) == 1
+    write(root / "cpu.max", f"{(AFFINITY + 7) * 100000} 100000\n")
+    assert settings.available_cpus(str(root), str(proc)) == AFFINITY
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    write(root / "cpu.max", "150000 100000\n")
+    assert settings.available_cpus(str(root), str(proc)) == 2, "a 64-core host with a 1.5-CPU quota gets 2"
+
+
+def test_the_two_copies_differ_only_in_the_server_name():
+    root = Path(__file__).resolve().parents[1]
+    stdlib = (root / "stdlib-style/src/stdlib_style/settings.py").read_text()
+    asyncs = (root / "async-style/src/async_style/settings.py").read_text()
+    assert stdlib.replace('SERVER_NAME = "stdlib-style"', 'SERVER_NAME = "async-style"') == asyncs
