@@ -59,22 +59,26 @@ def parse_networks(text: str) -> list[str]:
         try:
             network = ipaddress.ip_network(item, strict=False)
         except ValueError:
-            raise RenderError(f"'{item}' is not an IP address or CIDR: pass e.g. --allowed-networks 203.0.113.4/32.") from None
+            raise RenderError(
+                f"'{item}' is not an IP address or CIDR: pass e.g. --allowed-networks 203.0.113.4/32."
+            ) from None
         if network.prefixlen == 0:
             raise RenderError(
                 f"'{item}' would open SSH and the Kubernetes API to the whole internet: "
-                "pass your own address instead, e.g. --allowed-networks \"$(curl -s https://ipinfo.io/ip)/32\"."
+                'pass your own address instead, e.g. --allowed-networks "$(curl -s https://ipinfo.io/ip)/32".'
             )
         networks.append(str(network))
     if not networks:
         raise RenderError(
             "No allowed networks given: pass the addresses that may reach SSH and the Kubernetes API, "
-            "e.g. --allowed-networks \"$(curl -s https://ipinfo.io/ip)/32\"."
+            'e.g. --allowed-networks "$(curl -s https://ipinfo.io/ip)/32".'
         )
     return networks
 
 
-def hetzner_config(allowed_networks: list[str], ssh_key: str | None = None, kubeconfig: str | None = None) -> dict[str, Any]:
+def hetzner_config(
+    allowed_networks: list[str], ssh_key: str | None = None, kubeconfig: str | None = None
+) -> dict[str, Any]:
     """The hetzner-k3s config with the k3s version and allowed networks filled in."""
     config = yaml.safe_load(HETZNER_CONFIG.read_text())
     k3s_version = read_versions().get("K3S_VERSION", "")
@@ -101,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         required=True,
         help="addresses or CIDRs (comma- or space-separated) that may reach SSH and the Kubernetes API",
     )
-    hetzner.add_argument("--ssh-key", help="private SSH key path (the public key is <path>.pub); default ~/.ssh/id_ed25519")
+    hetzner.add_argument(
+        "--ssh-key", help="private SSH key path (the public key is <path>.pub); default ~/.ssh/id_ed25519"
+    )
     hetzner.add_argument("--kubeconfig", help="where hetzner-k3s writes the kubeconfig; default ./kubeconfig")
     args = parser.parse_args(argv)
     try:
