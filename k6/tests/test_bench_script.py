@@ -100,14 +100,6 @@ def test_a_missing_or_bad_variable_fails_loudly(env, message):
         assert message in result.stderr
 
 
-def test_render_knows_exactly_the_scripts_profiles():
-    from k6.render import PROFILES
-
-    result = k6("inspect", env={**BASE_ENV, "PROFILE": "?"})
-    listed = re.search(r"use one of ([a-z, ]+), e\.g\.", result.stderr).group(1).split(", ")
-    assert tuple(listed) == PROFILES
-
-
 def test_a_run_writes_the_documented_summary(tmp_path, free_port):
     summary = tmp_path / "summary.json"
     with running(serve_command("async-style", free_port, 1), free_port, tmp_path / "server.log") as server:
