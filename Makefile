@@ -36,6 +36,31 @@ serve: $(VENV)/.installed ## run one server in the foreground, exactly as its im
 	  echo "SERVER must be stdlib-style or async-style, got '$(SERVER)': try make serve SERVER=async-style." >&2; exit 2;; esac
 	cd servers/$(SERVER) && PATH="$(abspath $(BIN)):$$PATH" PORT=$(PORT) WORKERS=$(WORKERS) exec $(SERVE_$(SERVER))
 
+##@ Benchmark (this machine, no cluster)
+
+## rounds per server in `bench-local`, servers alternating A B A B (empty: quick 2, standard 3, open 2)
+ROUNDS ?=
+## CPUs `bench-local` pins the servers to, e.g. 0 or 0-3 (empty: the lower half of this machine's)
+SERVER_CPUS ?=
+## CPUs `bench-local` pins k6 to, e.g. 1 (empty: the ones the servers do not get)
+K6_CPUS ?=
+## baseline run for `compare`: a run id in results/ or a run folder
+A ?=
+## run `compare` holds against A: a run id in results/ or a run folder
+B ?=
+
+# PROFILE and RUN_ID are shared with `bench`; bench-local's own profile default is quick.
+BENCH_LOCAL_PROFILE = $(if $(filter command line environment environment override,$(origin PROFILE)),$(PROFILE),quick)
+
+.PHONY: bench-local
+bench-local: $(VENV)/.installed ## benchmark the servers here, pinned apart from k6 (PROFILE quick|standard|open, default quick): results/<RUN_ID>/
+	$(BIN)/python -m bench.local --servers "$(SERVERS)" --profile "$(BENCH_LOCAL_PROFILE)" --rounds "$(ROUNDS)" \
+	  --workers "$(WORKERS)" --server-cpus "$(SERVER_CPUS)" --k6-cpus "$(K6_CPUS)" --run-id "$(RUN_ID)"
+
+.PHONY: compare
+compare: $(VENV)/.installed ## compare two runs per server: P50, P99 and requests, and the change in percent (A, B)
+	@$(BIN)/python -m bench.compare "$(A)" "$(B)"
+
 ##@ Quality
 
 .PHONY: test
@@ -56,7 +81,7 @@ help: ## list targets and variables
 	@awk 'BEGIN { FS = ":.*## " } \
 	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5); next } \
 	  /^## / { desc = substr($$0, 4); next } \
-	  /^[A-Z_]+ \?=/ && desc != "" { split($$0, v, / \?= ?/); \
+	  /^[A-Z][A-Z0-9_]* \?=/ && desc != "" { split($$0, v, / \?= ?/); \
 	    printf "  \033[33m%-16s\033[0m %s (default: %s)\n", v[1], desc, (v[2] == "" ? "empty" : v[2]); desc = ""; next } \
 	  /^[a-zA-Z0-9_-]+:.*## / { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2; next } \
 	  { desc = "" }' \

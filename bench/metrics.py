@@ -76,6 +76,7 @@ def metrics_from_run(k6: Mapping[str, Any], series: Series, k6_cpus: int | None)
         "server_rss_mb": usage(series["server_rss_mb"]),
         "k6_cpu_cores": k6_cpu,
         "k6_cpu_share": share,
+        "others_cpu_cores": usage(series["others_cpu_cores"]),
     }
 
 
@@ -115,4 +116,5 @@ def aggregate(rounds: Sequence[Metrics]) -> Metrics | None:
         "server_rss_mb": use("server_rss_mb"),
         "k6_cpu_cores": use("k6_cpu_cores"),
         "k6_cpu_share": _median([m["k6_cpu_share"] for m in rounds]),
+        "others_cpu_cores": use("others_cpu_cores"),
     }  # type: ignore[return-value]

@@ -59,6 +59,7 @@ class Metrics(TypedDict):
     server_rss_mb: Usage  # sum of RSS over the server's process tree
     k6_cpu_cores: Usage
     k6_cpu_share: float | None  # k6 mean CPU / CPUs given to k6; >= K6_SATURATED: k6 was the limit
+    others_cpu_cores: Usage  # CPU other processes took from the server's and k6's CPUs (a shared machine)
 
 
 class Series(TypedDict):
@@ -70,6 +71,7 @@ class Series(TypedDict):
     server_cpu_cores: list[float | None]
     server_rss_mb: list[float | None]
     k6_cpu_cores: list[float | None]
+    others_cpu_cores: list[float | None]
 
 
 class Round(TypedDict):

@@ -7,6 +7,8 @@ from itertools import combinations
 from bench.model import K6_SATURATED, Metrics, Summary
 
 PERCENTILES = ("p50", "p90", "p95", "p99")
+# Other processes using a tenth of a core on the pinned CPUs visibly move a run's numbers.
+SHARED = 0.1
 
 
 def _ms(value: float) -> str:
@@ -109,4 +111,10 @@ def observations(summary: Summary) -> list[str]:
         lines.append("No request and no check failed.")
     for n, m in measured:
         lines += server_lines(summary, n, m)
+    others = [m["others_cpu_cores"]["mean"] for _, m in measured if m["others_cpu_cores"]["mean"] is not None]
+    if others and max(others) >= SHARED:
+        lines.append(
+            f"Other processes took up to {max(others):.2f} cores of the benchmark's CPUs (median per run): the "
+            "machine was shared, so absolute numbers are noisy; compare servers within this run only."
+        )
     return lines

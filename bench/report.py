@@ -89,7 +89,7 @@ def tables(summary: Summary) -> list[tuple[str, str]]:
         (
             "CPU and memory",
             table(
-                ["Server", "CPU avg", "CPU peak", "RSS avg", "RSS peak", "k6 CPU avg"],
+                ["Server", "CPU avg", "CPU peak", "RSS avg", "RSS peak", "k6 CPU avg", "Others on these CPUs"],
                 [
                     [
                         n,
@@ -99,6 +99,7 @@ def tables(summary: Summary) -> list[tuple[str, str]]:
                         number(m["server_rss_mb"]["peak"], 0, " MB"),
                         number(m["k6_cpu_cores"]["mean"], unit=" cores")
                         + ("" if m["k6_cpu_share"] is None else f" ({percent(m['k6_cpu_share'], 0)} of its CPUs)"),
+                        number(m["others_cpu_cores"]["mean"], unit=" cores"),
                     ]
                     for n, m in rows
                 ],

@@ -26,6 +26,7 @@ def metrics(p50: float, p99: float, rps: float, failed: int = 0, k6_share: float
         "server_rss_mb": {"mean": 60.0, "peak": 70.0},
         "k6_cpu_cores": {"mean": k6_share, "peak": min(1.0, k6_share * 1.1)},
         "k6_cpu_share": k6_share,
+        "others_cpu_cores": {"mean": 0.0, "peak": 0.05},
     }
 
 
@@ -43,6 +44,7 @@ def round_of(number: int, m: Metrics) -> Round:
             "server_cpu_cores": [None] + [1.0] * 5,
             "server_rss_mb": [60.0] * 6,
             "k6_cpu_cores": [None] + [0.5] * 5,
+            "others_cpu_cores": [None] + [0.0] * 5,
         },
     }
 
