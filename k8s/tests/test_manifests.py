@@ -25,6 +25,8 @@ import k8s.with_images as with_images
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 KUSTOMIZATIONS = ["k8s/base", "k8s/overlays/kind", "k8s/overlays/hetzner"]
+# Tilt's live update copies sources into the container, so its overlay relaxes exactly one field.
+TILT = "k8s/overlays/tilt"
 SERVERS = ["stdlib-style", "async-style"]
 COMMON_LABELS = {"app.kubernetes.io/part-of": "py-serving-bench", "app.kubernetes.io/component": "server"}
 
@@ -105,7 +107,7 @@ def runner_timeouts() -> dict[str, int]:
     }
 
 
-@pytest.mark.parametrize("path", KUSTOMIZATIONS)
+@pytest.mark.parametrize("path", [*KUSTOMIZATIONS, TILT])
 def test_every_rendered_object_matches_the_kubernetes_schema(path):
     objects = render(path)
     assert {doc["kind"] for doc in objects} == {"Namespace", "Deployment", "Service"}
@@ -116,6 +118,17 @@ def test_every_rendered_object_matches_the_kubernetes_schema(path):
             pytest.fail(
                 f"{path}: {doc['kind']}/{doc['metadata']['name']} does not match the Kubernetes {kubernetes_minor()} schema: {error.message}"
             )
+
+
+def test_tilt_overlay_is_the_kind_overlay_with_a_writable_root_only():
+    tilt = copy.deepcopy(list(render(TILT)))
+    for doc in tilt:
+        if doc["kind"] == "Deployment":
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                assert container["securityContext"]["readOnlyRootFilesystem"] is False
+                container["securityContext"]["readOnlyRootFilesystem"] = True
+    key = lambda doc: (doc["kind"], doc["metadata"]["name"])  # noqa: E731
+    assert sorted(tilt, key=key) == sorted(render("k8s/overlays/kind"), key=key)
 
 
 def test_the_schema_check_rejects_a_misspelt_field():
