@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bench.metrics import aggregate
 from bench.model import SCHEMA_VERSION, Metrics, Round, Summary
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def metrics(p50: float, p99: float, rps: float, failed: int = 0, k6_share: float = 0.5, cpu: float = 1.0) -> Metrics:

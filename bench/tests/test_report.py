@@ -1,0 +1,60 @@
+"""report.md and the plots, written from summary.json alone."""
+
+from __future__ import annotations
+
+from bench.model import save
+from bench.report import main, render, write_report
+from bench.tests.conftest import metrics, summary
+
+
+def test_report_has_the_tables_observations_plots_and_methodology(two_servers, tmp_path):
+    save(two_servers, tmp_path)
+    report = write_report(tmp_path).read_text()
+    for heading in (
+        "## Latency (successful requests only)",
+        "## Request statistics",
+        "## Throughput",
+        "## CPU and memory",
+        "## Key observations",
+        "## Methodology",
+    ):
+        assert heading in report
+    assert "| async-style  | 0.550 ms | 1.100 ms | 1.650 ms | 2.200 ms | 0.660 ms |" in report
+    assert "Successful | Failed | Error Rate" in report
+    assert "Test CPU, 2 cores, kernel 6.0" in report
+    assert "Command: `make bench-local PROFILE=quick`" in report
+    for png in ("latency.png", "rps.png", "resources.png"):
+        assert (tmp_path / png).read_bytes().startswith(b"\x89PNG")
+        assert f"]({png})" in report
+    assert "load generator was the limit" not in report
+
+
+def test_a_saturated_k6_makes_throughput_a_floor():
+    s = summary({"async-style": [metrics(0.5, 2, 8000, k6_share=0.95), metrics(0.5, 2, 8000, k6_share=0.92)]})
+    assert "**The load generator was the limit** for async-style" in render(s, [])
+
+
+def test_failures_are_shown_in_the_request_table():
+    s = summary({"async-style": [metrics(0.5, 2, 100, failed=30)]})
+    assert "| async-style | 3,000      | 30     | 0.990 %    |" in render(s, [])
+
+
+def test_open_model_table_appears_when_the_run_has_one(two_servers):
+    agg = two_servers["servers"]["async-style"]["aggregate"]
+    two_servers["servers"]["async-style"]["open"] = {
+        "max_rate": 6000,
+        "limited_by": "server",
+        "steps": [],
+        "levels": [{"fraction": 0.5, "rate": 3000, "aggregate": agg}, {"fraction": 0.9, "rate": 5400, "aggregate": agg}],
+    }
+    report = render(two_servers, [])
+    assert "## Open model: highest sustainable arrival rate" in report
+    assert "| async-style | 6,000 req/s | server     | 3,000     | 0.550 ms | 2.200 ms | 5,400" in report
+
+
+def test_the_command_line_rewrites_a_report_and_fails_in_one_line_without_a_summary(two_servers, tmp_path, capsys):
+    assert main([str(tmp_path)]) == 1
+    assert "summary.json does not exist" in capsys.readouterr().err
+    save(two_servers, tmp_path)
+    assert main([str(tmp_path)]) == 0
+    assert "Latency (successful requests only)" in capsys.readouterr().out
