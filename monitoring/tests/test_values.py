@@ -192,6 +192,8 @@ def test_no_grafana_password_is_committed():
         ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
     )
     paths = [ROOT / name for name in tracked.stdout.split("\0") if name] + [KPS_VALUES, K6_OPERATOR_VALUES]
+    # This file spells the patterns out; nothing else may.
+    paths = [path for path in paths if path != Path(__file__).resolve()]
     offenders = []
     for path in paths:
         try:
