@@ -109,6 +109,9 @@ def test_each_testrun_aims_at_its_server_with_matching_tags(documents):
         assert spec["arguments"].split()[:2] == ["--out", "experimental-prometheus-rw"]
         assert tags(spec["arguments"]) == {"testid": f"manual-{server}", "server": server, "run": "manual"}
         assert spec["runner"]["nodeSelector"] == {"pool": "client-pool"}
+        # Pod Security "restricted", like the servers in the same namespace.
+        assert spec["runner"]["securityContext"]["runAsNonRoot"] is True
+        assert spec["runner"]["containerSecurityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
 def test_testruns_differ_only_by_server_name(rendered, documents):
