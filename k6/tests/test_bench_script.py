@@ -110,6 +110,11 @@ def test_a_run_writes_the_documented_summary(tmp_path, free_port):
         )
     assert result.returncode == 0, result.stderr
     assert "py-serving-bench k6: server=async-style profile=open" in result.stdout
+    # bench/cluster.py reads these lines back from the runner pods' logs: keep them stable.
+    for line in (r"  duration +[\d.]+ s, max VUs \d+", r"  requests +\d+ \([\d.]+/s\)",
+                 r"  failed requests +\d+ \([\d.]+ %\)",
+                 r"  latency \(ok only\) +p50 [\d.]+ ms  p90 [\d.]+ ms  p95 [\d.]+ ms  p99 [\d.]+ ms  avg [\d.]+ ms  max [\d.]+ ms"):
+        assert re.search(f"^{line}$", result.stdout, re.MULTILINE), line
     data = json.loads(summary.read_text())
     assert data["version"] == 1
     assert (data["server"], data["profile"], data["rate"], data["duration"]) == ("async-style", "open", 50, "2s")
