@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -192,3 +193,36 @@ def test_read_versions_skips_comments_and_blank_lines(tmp_path):
     path = tmp_path / "versions.env"
     path.write_text("# a comment\n\nA=1\n  B = two  \n")
     assert render_cluster.read_versions(path) == {"A": "1", "B": "two"}
+
+
+def node_selector_pools(tree) -> set[str]:
+    """Every `pool` a nodeSelector anywhere in `tree` asks for."""
+    pools = set()
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            if key == "nodeSelector" and isinstance(value, dict) and "pool" in value:
+                pools.add(value["pool"])
+            else:
+                pools |= node_selector_pools(value)
+    elif isinstance(tree, list):
+        for item in tree:
+            pools |= node_selector_pools(item)
+    return pools
+
+
+def test_every_pool_a_workload_asks_for_exists_in_both_clusters():
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed: install it (Debian package kubectl) to render the kustomizations.")
+    wanted = {}
+    for path in ("k8s/overlays/kind", "k8s/overlays/hetzner", "k6"):
+        result = subprocess.run(["kubectl", "kustomize", path], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        wanted[path] = node_selector_pools(list(yaml.safe_load_all(result.stdout)))
+    for values in sorted((ROOT / "monitoring").glob("*.values.yaml")):
+        wanted[values.name] = node_selector_pools(yaml.safe_load(values.read_text()))
+    assert wanted["k8s/overlays/kind"] == wanted["k8s/overlays/hetzner"] == {"app-pool"}
+    assert wanted["k6"] == {"client-pool"}
+    hetzner = {pool["name"] for pool in load("iac/hetzner-k3s-cluster.yaml")["worker_node_pools"]}
+    for source, pools in wanted.items():
+        assert pools <= set(kind_worker_pools()), f"{source} asks for a pool kind-config.yaml lacks"
+        assert pools <= hetzner, f"{source} asks for a pool iac/hetzner-k3s-cluster.yaml lacks"
