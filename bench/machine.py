@@ -103,5 +103,5 @@ def describe() -> Machine:
         "cpu_model": model,
         "cores": os.cpu_count() or 0,
         "kernel": platform.release(),
-        "description": f"local: servers and k6 on one machine over loopback; load average {os.getloadavg()[0]:.1f} at the start",
+        "description": f"servers and k6 on one machine over loopback; load average {os.getloadavg()[0]:.1f} at the start",
     }

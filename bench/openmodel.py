@@ -1,8 +1,9 @@
 """PROFILE=open: each server's highest sustainable arrival rate, then its latency at 50 % and 90 % of it.
 
-The search doubles a constant arrival rate until a step is not sustained (k6 dropped ≥ 1 % of the
-arrivals, or ≥ 0.1 % of requests failed), then bisects between the last good and the first bad
-rate a fixed number of times, so it ends in bounded time whatever the server does.
+The search doubles a constant arrival rate from START_RATE until a step is not sustained (k6
+dropped ≥ 1 % of the arrivals, or ≥ 0.1 % of requests failed), or halves it until one is, then
+bisects between the last good and the first bad rate a fixed number of times, so it ends in
+bounded time whatever the server does.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from bench.local import Plan
 
 START_RATE = 500  # req/s; the gunicorn side sustains several times this on one core (verified-here.md)
+MIN_RATE = 50  # below this a loopback server is broken, not slow
 MAX_RATE = 32_000  # 4x the ~8,400 req/s one k6 core generates (verified-here.md): a bound, not a goal
 BISECTIONS = 3  # the answer lands within 1/8 of the last doubling
 STEP_S = 10  # per probe: ~9 probes per server, ~1.5 min
@@ -57,12 +59,21 @@ def search(probe, say) -> OpenResult:
         return s["sustained"]
 
     good, bad, rate = None, None, START_RATE
-    while rate <= MAX_RATE:
-        if try_rate(rate):
-            good, rate = rate, rate * 2
-        else:
-            bad = rate
-            break
+    if try_rate(rate):
+        good = rate
+        while good * 2 <= MAX_RATE:
+            if not try_rate(good * 2):
+                bad = good * 2
+                break
+            good *= 2
+    else:
+        # A crowded machine may not sustain even the first step: walk down instead.
+        bad = rate
+        while bad // 2 >= MIN_RATE:
+            if try_rate(bad // 2):
+                good = bad // 2
+                break
+            bad //= 2
     if good is not None and bad is not None:
         for _ in range(BISECTIONS):
             middle = (good + bad) // 2

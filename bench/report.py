@@ -129,6 +129,11 @@ def tables(summary: Summary) -> list[tuple[str, str]]:
     return out
 
 
+def default_workers(server_cpus: list[int] | None) -> str:
+    # Both servers' settings default WORKERS to the CPUs they may use, which taskset narrows.
+    return f"the servers' default, one per pinned CPU: {len(server_cpus)}" if server_cpus else "the servers' default"
+
+
 def methodology(summary: Summary) -> str:
     s, machine, v = summary["settings"], summary["machine"], summary["versions"]
     cpus = lambda c: "not pinned" if not c else f"CPU {','.join(map(str, c))} ({len(c)})"  # noqa: E731
@@ -136,7 +141,7 @@ def methodology(summary: Summary) -> str:
         f"- Run `{summary['run_id']}`, {summary['created']}, {s['where']}: {machine['description']}",
         f"- Machine: {machine['cpu_model']}, {machine['cores']} cores, kernel {machine['kernel']}",
         f"- Servers on {cpus(s['server_cpus'])}, k6 on {cpus(s['k6_cpus'])}",
-        f"- Workers per server: {s['workers'] or 'the server default (its CPUs)'}",
+        f"- Workers per server: {s['workers'] or default_workers(s['server_cpus'])}",
         f"- Profile `{s['profile']}`, {s['rounds']} round(s), servers alternating each round: {', '.join(s['servers'])}",
         "- Versions: " + ", ".join(f"{k} {v[k]}" for k in sorted(v)),
         "- Latency is of successful requests only; aggregates are medians over rounds, request counts are "

@@ -49,6 +49,15 @@ def test_a_server_that_never_falls_behind_stops_at_the_bound():
     assert result["limited_by"] == "search bound"
 
 
+def test_a_slow_server_is_searched_downwards():
+    probe, rates = stand_in(180)
+    result = search(probe, lambda _: None)
+    assert rates[:3] == [500, 250, 125]
+    assert 180 - 125 / 8 <= result["max_rate"] <= 180
+    assert result["limited_by"] == "server"
+
+
 def test_errors_above_a_tenth_of_a_percent_are_not_sustained():
     result = search(lambda rate: metrics(0.5, 2.0, rate, failed=rate * 30 // 500), lambda _: None)
-    assert result["max_rate"] is None and len(result["steps"]) == 1
+    assert result["max_rate"] is None
+    assert [s["rate"] for s in result["steps"]] == [500, 250, 125, 62]
