@@ -143,7 +143,8 @@ def get(url: str, params: dict | None = None, timeout: float = 10) -> tuple[int,
         with urllib.request.urlopen(url, timeout=timeout) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"{}")
+        with error:
+            return error.code, json.loads(error.read() or b"{}")
 
 
 def start_prometheus(tmp_path: Path, port: int) -> subprocess.Popen:
