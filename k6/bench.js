@@ -67,7 +67,7 @@ function openScenario() {
     fail(`RATE must be a whole number of requests per second, got '${__ENV.RATE}': try -e RATE=2000.`);
   }
   const duration = __ENV.DURATION || '60s';
-  if (!/^(\d+h)?(\d+m)?(\d+s)?$/.test(duration) || duration === '') {
+  if (!/^(?=.)(\d+h)?(\d+m)?(\d+s)?$/.test(duration)) {
     fail(`DURATION must be a k6 duration such as 60s or 2m30s, got '${duration}': try -e DURATION=60s.`);
   }
   return {
@@ -174,7 +174,7 @@ function pick(v, keys, fallback) {
   return out;
 }
 
-export function summarize(data) {
+function summarize(data) {
   const thresholds = {};
   for (const [name, metric] of Object.entries(data.metrics)) {
     if (!metric.thresholds) continue;
