@@ -26,6 +26,10 @@ BACKPRESSURE = 16384
 # Kubernetes waits terminationGracePeriodSeconds (30 s) before SIGKILL; in-flight requests
 # get 20 s to finish, leaving room for the preStop pause.
 WORKERS_KILL_TIMEOUT = 20
+# A request head must be complete this long after its first byte, else hyper answers 408 and
+# closes (default 30 s). Trickling clients cost granian no thread either way; this frees their
+# sockets sooner, and matches stdlib-style's HEAD_TIMEOUT (src/stdlib_style/worker.py).
+HEADER_READ_TIMEOUT_MS = 10_000
 
 
 def build() -> Server:
@@ -45,7 +49,7 @@ def build() -> Server:
         loop=Loops.auto,
         backlog=BACKLOG,
         backpressure=BACKPRESSURE,
-        http1_settings=HTTP1Settings(keep_alive=True),
+        http1_settings=HTTP1Settings(keep_alive=True, header_read_timeout=HEADER_READ_TIMEOUT_MS),
         log_level=LogLevels(settings.log_level),
         log_access=settings.access_log,
         workers_kill_timeout=WORKERS_KILL_TIMEOUT,

@@ -19,7 +19,10 @@ except SettingsError as error:
 wsgi_app = "stdlib_style.app:create_app()"
 bind = [f"{_settings.host}:{_settings.port}"]
 workers = _settings.workers
-worker_class = "gthread"
+# gthread with request heads read on its event loop instead of on pool threads: stock gthread
+# left pipelined requests unanswered and was starved by clients trickling header bytes
+# (src/stdlib_style/worker.py says how; servers/tests/test_reliability.py proves it).
+worker_class = "stdlib_style.worker.HeadFirstWorker"
 # The C parser from gunicorn[fast] (gunicorn_h1c); "fast" fails loudly if it is missing instead
 # of falling back to the pure-Python parser as "auto" would.
 http_parser = "fast"

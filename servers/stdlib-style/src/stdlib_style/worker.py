@@ -1,0 +1,292 @@
+"""gunicorn's gthread worker, changed so that a thread only ever gets a complete request head.
+
+Stock gthread (gunicorn 26.2, `gunicorn/workers/gthread.py`) hands a connection to a pool
+thread as soon as it is readable; the thread then reads the head with a blocking socket and no
+deadline. Measured here with `threads = 4` (servers/tests/test_reliability.py):
+
+- a client trickling header bytes holds a thread for as long as it likes, so 4 such clients
+  starve the worker and 200 of them stopped it answering anyone;
+- after a request, a keep-alive connection is parked until its socket is readable again, so
+  requests the client pipelined behind the first one, already read into the parser's buffer,
+  are never answered (the client waits for the keep-alive timeout);
+- a connection that ends with a graceful close (`Connection: close`, an error answer) lingers up
+  to 2 s on the main thread, waiting for the client to close its side; a client that never
+  does stalls every connection of the worker for those 2 s.
+
+This worker keeps gthread's model (one event-loop thread that accepts and parks connections, a
+pool of threads that run the WSGI app) and moves the waiting onto the event loop: it reads the
+head without blocking until `\\r\\n\\r\\n` arrives, hands the thread the buffered bytes, serves
+pipelined requests in order from the buffer, and lingers on closing sockets without blocking.
+A head that is not complete `HEAD_TIMEOUT` seconds after its first byte gets a 408, one larger
+than `HEAD_LIMIT` a 431; both then close.
+"""
+
+from __future__ import annotations
+
+import errno
+import selectors
+import socket
+import time
+from collections import OrderedDict
+from functools import partial
+
+from gunicorn.http.body import LengthReader
+from gunicorn.workers.gthread import TConn, ThreadWorker
+
+# A head must be complete this long after its first byte. Honest clients send the benchmark's
+# ~100-byte heads in one segment; granian's own deadline (granian_conf.py) is set to the same.
+HEAD_TIMEOUT = 10.0
+# nginx answers heads above 4 x 8 KiB with an error; the benchmark's heads are ~100 bytes. This
+# also bounds what 16,384 connections (worker_connections) can make the event loop buffer.
+HEAD_LIMIT = 32 * 1024
+# How long a closing socket waits for the client's FIN after ours, as gunicorn's close_graceful.
+LINGER = 2.0
+END_OF_HEAD = b"\r\n\r\n"
+# A head ended by bare line feeds is malformed, but it is complete: the parser answers it 400.
+END_OF_BARE_HEAD = b"\n\n"
+
+
+def complete(head: bytes) -> bool:
+    return END_OF_HEAD in head or END_OF_BARE_HEAD in head
+
+
+def _answer(status: str) -> bytes:
+    return f"HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n".encode()
+
+
+REQUEST_TIMEOUT = _answer("408 Request Timeout")
+HEAD_TOO_LARGE = _answer("431 Request Header Fields Too Large")
+
+
+class HeadConn(TConn):
+    """A gthread connection that carries the bytes the event loop read ahead of its thread."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.head = b""
+
+    def init(self) -> None:
+        fresh = not self.initialized
+        super().init()
+        if fresh and self.parser is not None and not self.is_http2:
+            self.hand_over()
+
+    def hand_over(self) -> None:
+        """Give the read-ahead bytes to the parser, which reads them before the socket."""
+        if self.head:
+            self.parser.unreader.unread(bytes(self.head))
+            self.head = b""
+
+
+class HeadFirstWorker(ThreadWorker):
+    """gthread with request heads read on the event loop; see the module docstring."""
+
+    @classmethod
+    def check_config(cls, cfg, log) -> None:
+        super().check_config(cfg, log)
+        if cfg.is_ssl:
+            # The event loop reads heads off the raw socket; TLS ends before the pod.
+            raise RuntimeError("stdlib_style.worker.HeadFirstWorker serves plain HTTP only: remove certfile/keyfile.")
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Insertion order is deadline order (each table has one timeout), so expiry looks only
+        # at the front; deleting from the middle is O(1), unlike gthread's deque.remove.
+        self.idle: OrderedDict[HeadConn, float] = OrderedDict()  # no byte of the next head yet
+        self.reading: OrderedDict[HeadConn, float] = OrderedDict()  # part of a head
+        self.closing: OrderedDict[HeadConn, float] = OrderedDict()  # our FIN sent, awaiting theirs
+
+    # -- accepting -------------------------------------------------------------------------
+
+    def accept(self, listener) -> None:
+        try:
+            client, address = listener.accept()
+        except OSError as error:
+            if error.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                return
+            raise
+        self.nr_conns += 1
+        self.await_head(HeadConn(self.cfg, client, address, listener.getsockname()))
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        super().set_accept_enabled(enabled)
+        if not enabled and not self.alive:
+            self.close_listeners()
+
+    def close_listeners(self) -> None:
+        """At shutdown, take every connection the kernel already queued, then close the socket.
+
+        gthread stops accepting but keeps the listening socket open until the worker exits, so
+        the kernel goes on completing handshakes: those clients send a request that nobody
+        reads and get a reset when the worker ends. Accepted here, they are answered (with
+        `Connection: close`); after the close, new clients are refused before they send.
+        """
+        for listener in self.sockets:
+            try:
+                listener.setblocking(False)
+                while True:
+                    before = self.nr_conns
+                    self.accept(listener)
+                    if self.nr_conns == before:
+                        break
+            except OSError:
+                pass
+            listener.close()
+
+    # -- reading heads on the event loop ----------------------------------------------------
+
+    def await_head(self, conn: HeadConn) -> None:
+        conn.sock.setblocking(False)
+        now = time.monotonic()
+        if conn.head:
+            self.reading[conn] = now + HEAD_TIMEOUT
+        else:
+            self.idle[conn] = now + self.cfg.keepalive
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_head_readable, conn))
+
+    def on_head_readable(self, conn: HeadConn, client) -> None:
+        try:
+            data = client.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.forget(conn)
+            self.drop(conn)
+            return
+        head = conn.head + data if conn.head else data
+        conn.head = head
+        if complete(head):
+            self.forget(conn)
+            self.dispatch(conn)
+        elif len(head) > HEAD_LIMIT:
+            self.forget(conn)
+            self.answer_and_close(conn, HEAD_TOO_LARGE)
+        elif conn in self.idle:
+            # The head's deadline runs from its first byte.
+            del self.idle[conn]
+            self.reading[conn] = time.monotonic() + HEAD_TIMEOUT
+
+    def dispatch(self, conn: HeadConn) -> None:
+        # The thread must not wait for readability again: the head is already here.
+        conn.data_ready = True
+        if conn.parser is not None:
+            conn.hand_over()
+        self.enqueue_req(conn)
+
+    def forget(self, conn: HeadConn) -> None:
+        self.poller.unregister(conn.sock)
+        self.idle.pop(conn, None)
+        self.reading.pop(conn, None)
+
+    # -- after a request ---------------------------------------------------------------------
+
+    def handle(self, conn: HeadConn):
+        keepalive = super().handle(conn)
+        if keepalive is True and conn.parser is not None and not conn.is_http2:
+            # Pipelined requests the parser already read off the socket come back to the
+            # event loop as read-ahead, so they are served next, in order, without a read.
+            conn.head = conn.parser.unreader.take_buffered()
+        return keepalive
+
+    def _keepalive_after(self, conn: HeadConn, keepalive: bool) -> bool:
+        """Keep the connection only if the unread body is already here.
+
+        gthread waits up to 5 s on a pool thread for a body the app did not read; a client that
+        announces a body and never sends it would hold the thread that long. Reading without
+        blocking, a missing body closes the connection instead.
+        """
+        if not keepalive:
+            return False
+        body = getattr(conn.parser.mesg, "body", None)
+        if isinstance(getattr(body, "reader", None), LengthReader) and body.reader.length == 0:
+            return True  # nothing left to drain (every GET): skip the syscalls below
+        conn.sock.setblocking(False)
+        try:
+            return bool(conn.parser.finish_body(max_bytes=64 * 1024))
+        except (BlockingIOError, InterruptedError):
+            return False
+        finally:
+            conn.sock.setblocking(True)
+
+    def finish_request(self, conn: HeadConn, fs) -> None:
+        try:
+            keepalive = fs.result() if not fs.cancelled() else False
+        except Exception:
+            keepalive = False
+        if keepalive is True and not conn.is_http2:
+            if complete(conn.head):
+                conn.sock.setblocking(False)
+                self.dispatch(conn)
+            else:
+                self.await_head(conn)
+            return
+        if keepalive is not False:
+            # TLS and HTTP/2 connections, and gthread's defer: its own bookkeeping.
+            super().finish_request(conn, fs)
+            return
+        self.close_gracefully(conn)
+
+    # -- closing -----------------------------------------------------------------------------
+
+    def answer_and_close(self, conn: HeadConn, answer: bytes) -> None:
+        try:
+            conn.sock.send(answer)
+        except OSError:
+            pass
+        self.close_gracefully(conn)
+
+    def close_gracefully(self, conn: HeadConn) -> None:
+        """gunicorn's close_graceful (FIN, then read until the client's FIN), without blocking.
+
+        Closing with unread request bytes in the kernel makes it send a reset, which can destroy
+        the answer just written; reading them first lets the answer arrive.
+        """
+        try:
+            conn.sock.setblocking(False)
+            conn.sock.shutdown(socket.SHUT_WR)
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_closing_readable, conn))
+        except (OSError, ValueError, KeyError):
+            self.drop(conn)
+            return
+        self.closing[conn] = time.monotonic() + LINGER
+
+    def on_closing_readable(self, conn: HeadConn, client) -> None:
+        try:
+            if client.recv(65536):
+                return
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            pass
+        self.poller.unregister(client)
+        del self.closing[conn]
+        self.drop(conn)
+
+    def drop(self, conn: HeadConn) -> None:
+        self.nr_conns -= 1
+        conn.close()
+
+    # -- deadlines: gthread's loop calls these about once a second ----------------------------
+
+    def murder_keepalived(self) -> None:
+        now = time.monotonic()
+        for table, expire in (
+            (self.idle, self.drop),
+            (self.reading, partial(self.answer_and_close, answer=REQUEST_TIMEOUT)),
+            (self.closing, self.drop),
+        ):
+            while table:
+                conn, deadline = next(iter(table.items()))
+                if deadline > now:
+                    break
+                del table[conn]
+                try:
+                    self.poller.unregister(conn.sock)
+                except (OSError, KeyError, ValueError):
+                    pass
+                expire(conn)
+
+    def murder_pending(self) -> None:
+        """Nothing is ever deferred: gthread's pending table stays empty."""
