@@ -6,6 +6,9 @@ SHELL := bash
 .DEFAULT_GOAL := help
 MAKEFLAGS += --no-print-directory
 
+# Pinned tool, chart and image versions: the one place they are written.
+include versions.env
+
 SERVERS_ALL := stdlib-style async-style
 
 ##@ Variables (override as NAME=value)
@@ -35,6 +38,151 @@ serve: $(VENV)/.installed ## run one server in the foreground, exactly as its im
 	@case "$(SERVER)" in stdlib-style|async-style) ;; *) \
 	  echo "SERVER must be stdlib-style or async-style, got '$(SERVER)': try make serve SERVER=async-style." >&2; exit 2;; esac
 	cd servers/$(SERVER) && PATH="$(abspath $(BIN)):$$PATH" PORT=$(PORT) WORKERS=$(WORKERS) exec $(SERVE_$(SERVER))
+
+##@ Cluster (kind for the local loop, Hetzner for numbers)
+
+## registry `images-push` pushes to and `deploy` pulls from (kind: the ctlptl registry)
+REGISTRY ?= localhost:5005
+## stdlib-style image tag to push and deploy; GIT_DESCRIBE is `git describe --always --dirty`
+STDLIB_STYLE_TAG ?= $(GIT_DESCRIBE)
+## async-style image tag, e.g. a released tag while stdlib-style runs this branch
+ASYNC_STYLE_TAG ?= $(GIT_DESCRIBE)
+## kustomize overlay for `deploy`: kind or hetzner (empty: kind on a kind-* context, else hetzner)
+OVERLAY ?=
+## servers that `bench` runs and `images-push` pushes
+SERVERS ?= stdlib-style async-style
+## run id of `bench` and `results`; results go to results/<RUN_ID>/ (empty: the UTC time now)
+RUN_ID ?=
+## k6 profile for `bench`: smoke, quick, standard, open or seed
+PROFILE ?= seed
+## k6 runner pods per server in `bench`; k6 splits the load between them
+PARALLELISM ?= 1
+## how long `bench` waits for the TestRuns to finish (Go duration: 45m, 1h30m)
+BENCH_TIMEOUT ?= 45m
+## CIDRs allowed to reach the Hetzner cluster's SSH and API, e.g. your public IP
+ALLOWED_NETWORKS ?=
+## where `hetzner-up` writes the Hetzner cluster's kubeconfig (then: export KUBECONFIG=<it>)
+HETZNER_KUBECONFIG ?= .build/hetzner/kubeconfig
+## local port `grafana` forwards to Grafana
+GRAFANA_PORT ?= 3000
+
+GIT_DESCRIBE = $(shell git describe --always --dirty 2>/dev/null || echo dev)
+TAG_stdlib-style = $(STDLIB_STYLE_TAG)
+TAG_async-style = $(ASYNC_STYLE_TAG)
+HETZNER_CONFIG := .build/hetzner/cluster.yaml
+CONTEXT = $(shell kubectl config current-context 2>/dev/null)
+KUSTOMIZATIONS = $(patsubst %/kustomization.yaml,%,$(wildcard k8s/overlays/*/kustomization.yaml)) k6
+OVERLAY_USED = $(or $(OVERLAY),$(if $(filter kind-%,$(CONTEXT)),kind,hetzner))
+
+# A missing tool stops the target with one line: what to install, which version, from where.
+HOW_docker := Docker from https://docs.docker.com/engine/install/
+HOW_kubectl := kubectl from https://kubernetes.io/docs/tasks/tools/
+HOW_helm := Helm $(HELM_VERSION) from https://helm.sh/docs/intro/install/
+HOW_kind := kind $(KIND_VERSION) from https://kind.sigs.k8s.io/docs/user/quick-start/\#installation
+HOW_ctlptl := ctlptl $(CTLPTL_VERSION) from https://github.com/tilt-dev/ctlptl\#how-do-i-install-it
+HOW_tilt := Tilt $(TILT_VERSION) from https://docs.tilt.dev/install.html
+HOW_hetzner-k3s := hetzner-k3s $(HETZNER_K3S_VERSION) from https://github.com/vitobotta/hetzner-k3s/blob/main/docs/Installation.md
+need = $(foreach t,$(1),command -v $(t) >/dev/null || { echo "$(t) is not installed: install $(HOW_$(t))." >&2; exit 127; };)
+known_servers = for s in $(SERVERS); do case "$$s" in stdlib-style|async-style) ;; *) \
+  echo "SERVERS may name stdlib-style and async-style only, got '$$s': try SERVERS=async-style." >&2; exit 2;; esac; done
+token_set = [ -n "$${HCLOUD_TOKEN:-}" ] || { \
+  echo "HCLOUD_TOKEN is not set: create a read/write API token in the Hetzner Cloud console (Security > API tokens) and export HCLOUD_TOKEN." >&2; exit 2; }
+reachable = kubectl get --raw=/readyz --request-timeout=10s >/dev/null 2>&1 || { \
+  echo "No Kubernetes cluster answers at context '$$(kubectl config current-context 2>/dev/null)'." >&2; \
+  echo "Start one with make kind-up (local) or make hetzner-up, or point KUBECONFIG at one (Hetzner: export KUBECONFIG=$(abspath $(HETZNER_KUBECONFIG)))." >&2; exit 1; }
+
+.PHONY: kind-up
+kind-up: $(VENV)/.installed ## create the local kind cluster (node pools as on Hetzner) and its registry on localhost:5005
+	@$(call need,docker kind ctlptl)
+	$(BIN)/python iac/render_cluster.py kind | ctlptl apply -f -
+
+.PHONY: kind-down
+kind-down: ## delete the kind cluster and its registry (nothing to do if they are gone)
+	@$(call need,ctlptl)
+	ctlptl delete -f ctlptl.yaml --ignore-not-found
+
+.PHONY: images-push
+images-push: images ## tag the images per server (STDLIB_STYLE_TAG, ASYNC_STYLE_TAG) and push them to REGISTRY
+	@$(call need,docker)
+	@$(known_servers)
+	$(foreach s,$(SERVERS),$(call push,$(s)))
+
+define push
+docker tag $(1):dev $(REGISTRY)/$(1):$(TAG_$(1))
+docker push $(REGISTRY)/$(1):$(TAG_$(1))
+
+endef
+
+.PHONY: hetzner-up
+hetzner-up: ## create the Hetzner cluster, install monitoring and the k6-operator, deploy the servers (HCLOUD_TOKEN, ALLOWED_NETWORKS, REGISTRY)
+	@$(token_set)
+	@[ -n "$(ALLOWED_NETWORKS)" ] || { echo "ALLOWED_NETWORKS is not set: pass the address you work from, e.g. make hetzner-up ALLOWED_NETWORKS=203.0.113.4/32." >&2; exit 2; }
+	@case "$(REGISTRY)" in localhost:*|127.0.0.1:*) \
+	  echo "REGISTRY=$(REGISTRY) is not reachable from Hetzner: push with make images-push REGISTRY=ghcr.io/<you> and pass the same REGISTRY here." >&2; exit 2;; esac
+	@$(call need,hetzner-k3s kubectl helm)
+	@$(MAKE) $(VENV)/.installed
+	@mkdir -p $(dir $(HETZNER_CONFIG)) $(dir $(HETZNER_KUBECONFIG))
+	$(BIN)/python iac/render_cluster.py hetzner --allowed-networks "$(ALLOWED_NETWORKS)" --kubeconfig $(abspath $(HETZNER_KUBECONFIG)) > $(HETZNER_CONFIG)
+	hetzner-k3s create --config $(HETZNER_CONFIG)
+	KUBECONFIG=$(abspath $(HETZNER_KUBECONFIG)) $(MAKE) monitoring deploy OVERLAY=hetzner
+	@echo "Hetzner cluster ready. Use it with: export KUBECONFIG=$(abspath $(HETZNER_KUBECONFIG)); then make bench."
+
+.PHONY: monitoring
+monitoring: ## install kube-prometheus-stack and the k6-operator (charts pinned in versions.env) in the current context
+	@$(call need,kubectl helm)
+	@$(reachable)
+	@$(MAKE) grafana-secret
+	helm upgrade --install kube-prometheus-stack kube-prometheus-stack --repo $(KUBE_PROMETHEUS_STACK_CHART_REPO) \
+	  --version $(KUBE_PROMETHEUS_STACK_CHART_VERSION) --namespace monitoring \
+	  --values monitoring/kube-prometheus-stack.values.yaml --wait --timeout 15m
+	helm upgrade --install k6-operator k6-operator --repo $(K6_OPERATOR_CHART_REPO) \
+	  --version $(K6_OPERATOR_CHART_VERSION) --namespace k6-operator --create-namespace \
+	  --values monitoring/k6-operator.values.yaml --wait --timeout 5m
+	kubectl apply -k dashboards
+
+# The password is generated in a pipe and never reaches argv, a terminal or a file; the Secret
+# is created once, so a re-run keeps the password Grafana already uses.
+.PHONY: grafana-secret
+grafana-secret: $(VENV)/.installed ## create Grafana's admin Secret with a generated password, once (never printed)
+	@$(call need,kubectl)
+	@kubectl create namespace monitoring --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+	@kubectl -n monitoring get secret grafana-admin >/dev/null 2>&1 || { \
+	  $(BIN)/python -c 'import secrets, sys; sys.stdout.write(secrets.token_urlsafe(24))' \
+	  | kubectl -n monitoring create secret generic grafana-admin --from-literal=admin-user=admin \
+	      --from-file=admin-password=/dev/stdin --dry-run=client -o yaml \
+	  | kubectl apply -f - >/dev/null && echo "Created the Grafana admin Secret monitoring/grafana-admin."; }
+
+.PHONY: deploy
+deploy: $(VENV)/.installed ## deploy both servers to the current context with the pushed tags and wait for them (OVERLAY)
+	@$(call need,kubectl)
+	@$(reachable)
+	$(BIN)/python -m bench.cluster kustomization k8s/overlays/$(OVERLAY_USED) .build/deploy \
+	  $(foreach s,$(SERVERS_ALL),$(s)=$(REGISTRY)/$(s):$(TAG_$(s)))
+	kubectl apply -k .build/deploy
+	$(foreach s,$(SERVERS_ALL),kubectl -n py-bench rollout status deployment/$(s) --timeout=5m;)
+
+.PHONY: bench
+bench: $(VENV)/.installed ## run the k6 TestRuns in the cluster, wait for them, collect results/<RUN_ID>/ and print the tables
+	@$(call need,kubectl)
+	@$(known_servers)
+	@$(reachable)
+	$(BIN)/python -m bench.cluster run --run-id "$(RUN_ID)" --servers "$(SERVERS)" --profile $(PROFILE) \
+	  --parallelism $(PARALLELISM) --timeout $(BENCH_TIMEOUT) $(if $(RATE),--rate $(RATE)) $(if $(DURATION),--duration $(DURATION))
+
+.PHONY: results
+results: $(VENV)/.installed ## collect results/<RUN_ID>/ again from the cluster's Prometheus for a finished `bench` run
+	@$(call need,kubectl)
+	@[ -n "$(RUN_ID)" ] || { echo "RUN_ID is not set: name the run to collect, e.g. make results RUN_ID=$$(ls results | tail -1)." >&2; exit 2; }
+	@$(reachable)
+	$(BIN)/python -m bench.cluster collect --run-id "$(RUN_ID)"
+
+.PHONY: grafana
+grafana: ## forward Grafana to http://localhost:GRAFANA_PORT and show how to read its admin password
+	@$(call need,kubectl)
+	@$(reachable)
+	@echo "Grafana: http://localhost:$(GRAFANA_PORT) (user admin; Ctrl-C stops the forward)."
+	@echo "Password: kubectl -n monitoring get secret grafana-admin -o jsonpath='{.data.admin-password}' | base64 -d; echo"
+	kubectl -n monitoring port-forward svc/kube-prometheus-stack-grafana $(GRAFANA_PORT):80
 
 ##@ Benchmark (this machine, no cluster)
 
@@ -67,12 +215,48 @@ compare: $(VENV)/.installed ## compare two runs per server: P50, P99 and request
 test: $(VENV)/.installed ## run every test (CI runs this)
 	$(BIN)/pytest
 
+.PHONY: lint
+lint: $(VENV)/.installed ## lint Python (ruff), shell (bash -n) and render every kustomization (kubectl kustomize)
+	$(BIN)/ruff check --quiet .
+	bash -n .ci/run
+	@$(call need,kubectl)
+	$(foreach d,$(KUSTOMIZATIONS),kubectl kustomize $(d) >/dev/null;)
+
 .PHONY: lock
 lock: $(VENV)/.installed ## regenerate the hash-locked requirements from pyproject.toml / requirements-dev.in
 	for s in $(SERVERS_ALL); do \
 	  $(BIN)/uv pip compile -q servers/$$s/pyproject.toml --generate-hashes --python-version 3.11 --no-header -o servers/$$s/requirements.lock; \
 	done
 	$(BIN)/uv pip compile -q requirements-dev.in --generate-hashes --python-version 3.11 --no-header -o requirements-dev.lock
+
+##@ Teardown
+
+## answer yes to teardown's question before deleting the Hetzner cluster (YES=1)
+YES ?=
+
+.PHONY: teardown
+teardown: ## delete what this project created: TestRuns, the kind cluster and registry, the Hetzner cluster (asks first)
+	@$(MAKE) bench-clean
+	@$(MAKE) kind-down
+	@$(MAKE) hetzner-down
+
+.PHONY: bench-clean
+bench-clean: ## delete this project's TestRuns in the current context, if a cluster answers
+	@$(call need,kubectl)
+	@if kubectl get --raw=/readyz --request-timeout=10s >/dev/null 2>&1; then \
+	  kubectl -n py-bench delete testruns.k6.io -l app.kubernetes.io/part-of=py-serving-bench --ignore-not-found; \
+	else echo "No cluster answers at context '$$(kubectl config current-context 2>/dev/null)': no TestRuns to delete."; fi
+
+.PHONY: hetzner-down
+hetzner-down: ## delete the Hetzner cluster that hetzner-up made, if any (asks first unless YES=1)
+	@if [ ! -f $(HETZNER_KUBECONFIG) ]; then echo "No Hetzner cluster to delete ($(HETZNER_KUBECONFIG) does not exist)."; exit 0; fi; \
+	$(token_set); \
+	$(call need,hetzner-k3s) \
+	if [ "$(YES)" != 1 ]; then \
+	  read -r -p "Delete the Hetzner cluster py-bench and all its servers? [y/N] " answer || answer=; \
+	  [ "$$answer" = y ] || { echo "Kept the Hetzner cluster (make teardown YES=1 deletes it without asking)."; exit 0; }; \
+	fi; \
+	hetzner-k3s delete --config $(HETZNER_CONFIG) --force && rm -f $(HETZNER_KUBECONFIG)
 
 ##@ Help
 

@@ -107,7 +107,7 @@ def tilt() -> Tilt:
 def kind_manifests(tilt: Tilt) -> str:
     if shutil.which("kubectl") is None:
         pytest.skip("kubectl is needed to render the kind overlay (kubectl kustomize)")
-    blob = {"kustomize": "k8s/overlays/kind"}
+    blob = {"kustomize": "k8s/overlays/tilt"}
     assert [blob] in [args for args, _ in tilt.named("k8s_yaml")]
     result = subprocess.run(["kubectl", "kustomize", str(ROOT / blob["kustomize"])],
                             capture_output=True, text=True, check=False)
@@ -148,9 +148,11 @@ def test_never_widens_the_allowed_contexts(tilt: Tilt) -> None:
     assert tilt.named("allow_k8s_contexts") == []
 
 
-def test_deploys_the_kind_overlay_and_the_dashboards(tilt: Tilt) -> None:
+def test_deploys_the_kind_based_tilt_overlay_and_the_dashboards(tilt: Tilt) -> None:
     applied = [args for args, _ in tilt.named("k8s_yaml")]
-    assert applied == [[{"kustomize": "k8s/overlays/kind"}], [{"kustomize": "dashboards"}]]
+    assert applied == [[{"kustomize": "k8s/overlays/tilt"}], [{"kustomize": "dashboards"}]]
+    tilt_overlay = (ROOT / "k8s/overlays/tilt/kustomization.yaml").read_text()
+    assert re.search(r"^\s*-\s*\.\./kind\s*$", tilt_overlay, re.MULTILINE), "the Tilt overlay must build on the kind one"
     for (blob,) in applied:
         assert (ROOT / blob["kustomize"] / "kustomization.yaml").is_file()
 
