@@ -10,11 +10,13 @@ import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -119,7 +121,8 @@ def test_kustomize_ships_the_json_unchanged_for_grafanas_sidecar():
     assert configmap["metadata"]["namespace"] == "monitoring"
     assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert configmap["data"] == {"benchmark.json": DASHBOARD.read_text()}
-    assert not list((ROOT / "dashboards").glob("*.yaml"))[1:], "dashboards/ holds only its kustomization as YAML"
+    # Dashboards are JSON sources; the only YAML is the kustomization that ships them.
+    assert [path.name for path in (ROOT / "dashboards").glob("*.y*ml")] == ["kustomization.yaml"]
 
 
 # --- The dashboard against a real Prometheus fed by a real k6 run ----------------------------
@@ -147,9 +150,13 @@ def get(url: str, params: dict | None = None, timeout: float = 10) -> tuple[int,
             return error.code, json.loads(error.read() or b"{}")
 
 
-def start_prometheus(tmp_path: Path, port: int) -> subprocess.Popen:
+def start_prometheus(tmp_path: Path, port: int, scrape: str) -> subprocess.Popen:
+    """Prometheus with k6's remote-write receiver, scraping `scrape` (host:port) every second."""
     config = tmp_path / "prometheus.yml"
-    config.write_text("global:\n  scrape_interval: 15s\n")
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n"
+        f"scrape_configs:\n  - job_name: cluster-stand-in\n    static_configs:\n      - targets: ['{scrape}']\n"
+    )
     log = open(tmp_path / "prometheus.log", "wb")
     process = subprocess.Popen(
         [
@@ -177,6 +184,59 @@ def start_prometheus(tmp_path: Path, port: int) -> subprocess.Popen:
         time.sleep(0.1)
 
 
+# The cluster's own series, as cAdvisor (kubelet) and kube-state-metrics label them: the server
+# pods of Deployment <server> (container `server`), the k6 runner pods of Job k6-<server>-1
+# (container `k6`), and decoys the panels must leave out: the initializer pod, the pod-level
+# cgroup (container ""), and a namespace of someone else. CPU counters grow at a known rate.
+SERVER_CPU, RUNNER_CPU, CPU_LIMIT, MEMORY, MEMORY_LIMIT = 0.5, 0.25, 2, 100e6, 512 * 2**20
+
+
+def cluster_exposition(servers: list[str], elapsed: float) -> str:
+    lines = []
+    for server in servers:
+        pod, runner = f'namespace="py-bench", pod="{server}-6d5f8b7c9-x2k4z"', f'namespace="py-bench", pod="k6-{server}-1-q7w3e"'
+        lines += [
+            f'container_cpu_usage_seconds_total{{{pod}, container="server"}} {SERVER_CPU * elapsed}',
+            f'container_cpu_usage_seconds_total{{{pod}, container=""}} {9 * elapsed}',
+            f'container_memory_working_set_bytes{{{pod}, container="server"}} {MEMORY}',
+            f'kube_pod_container_resource_limits{{{pod}, container="server", resource="cpu", unit="core"}} {CPU_LIMIT}',
+            f'kube_pod_container_resource_limits{{{pod}, container="server", resource="memory", unit="byte"}} {MEMORY_LIMIT}',
+            f'container_cpu_usage_seconds_total{{{runner}, container="k6"}} {RUNNER_CPU * elapsed}',
+            f'container_memory_working_set_bytes{{{runner}, container="k6"}} {2 * MEMORY}',
+            f'container_cpu_usage_seconds_total{{namespace="py-bench", pod="k6-{server}-initializer-m4n5b", container="k6"}} {9 * elapsed}',
+            f'container_cpu_usage_seconds_total{{namespace="elsewhere", pod="{server}-6d5f8b7c9-x2k4z", container="server"}} {9 * elapsed}',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+@contextmanager
+def cluster_stand_in(servers: list[str]):
+    """An HTTP endpoint serving `cluster_exposition` for Prometheus to scrape; yields host:port."""
+    start = time.monotonic()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            body = cluster_exposition(servers, time.monotonic() - start).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
 def k6_command(testrun: dict, script: Path) -> tuple[list[str], dict[str, str]]:
     """What the operator's runner runs for `testrun` (runner.go), with its env, minus the cluster bits."""
     spec = testrun["spec"]
@@ -186,11 +246,11 @@ def k6_command(testrun: dict, script: Path) -> tuple[list[str], dict[str, str]]:
     return command, env
 
 
-def fill(expr: str, run: str, servers: list[str], range_s: int) -> str:
+def fill(expr: str, run: str, servers: list[str], range_s: int, rate_interval: str = "1m") -> str:
     """The query as Grafana sends it: its variables and interval macros filled in."""
     # Grafana's $__rate_interval is at least four scrape intervals (15 s by default); k6 pushes
     # every 5 s, so a 1 m window always holds several samples.
-    for macro, value in (("$__rate_interval", "1m"), ("$__range", f"{range_s}s"), ("$__interval", "5s"),
+    for macro, value in (("$__rate_interval", rate_interval), ("$__range", f"{range_s}s"), ("$__interval", "5s"),
                          ("$run", run), ("$server", "(" + "|".join(servers) + ")")):
         expr = expr.replace(macro, value)
     return expr
@@ -214,19 +274,23 @@ def k6_run(tmp_path_factory):
     testruns = [doc for doc in documents if doc["kind"] == "TestRun"]
 
     prom_port, *server_ports = free_ports(1 + len(testruns))
-    prometheus = start_prometheus(tmp_path, prom_port)
-    try:
-        with ExitStack() as stack:
+    servers = sorted(render.env_value(testrun, "SERVER") for testrun in testruns)
+    with ExitStack() as stack:
+        scrape = stack.enter_context(cluster_stand_in(servers))
+        prometheus = start_prometheus(tmp_path, prom_port, scrape)
+        stack.callback(prometheus.wait, 30)
+        stack.callback(prometheus.terminate)
+        with ExitStack() as load:
             runners, start = [], time.time()
             for testrun, port in zip(testruns, server_ports):
                 command, env = k6_command(testrun, script)
                 server = render.env_value(testrun, "SERVER")
-                stack.enter_context(running(serve_command(server, port, 1), port, tmp_path / f"{server}.log"))
+                load.enter_context(running(serve_command(server, port, 1), port, tmp_path / f"{server}.log"))
                 # Only the two addresses differ from the cluster: the Service and Prometheus.
                 assert {"TARGET", "K6_PROMETHEUS_RW_SERVER_URL"} <= set(env)
                 env |= {"TARGET": f"http://127.0.0.1:{port}", "K6_PROMETHEUS_RW_SERVER_URL": f"http://127.0.0.1:{prom_port}/api/v1/write"}
                 log = open(tmp_path / f"k6-{server}.log", "wb")
-                stack.callback(log.close)
+                load.callback(log.close)
                 runners.append((server, subprocess.Popen(command, env={"PATH": "/usr/bin:/bin", **env}, stdout=log, stderr=subprocess.STDOUT)))
             for server, process in runners:
                 try:
@@ -236,11 +300,18 @@ def k6_run(tmp_path_factory):
                     raise
                 assert code == 0, (tmp_path / f"k6-{server}.log").read_text()[-3000:]
             end = time.time()
-        yield {"url": f"http://127.0.0.1:{prom_port}", "run": run, "servers": sorted(r[0] for r in runners),
-               "start": start, "end": end}
-    finally:
-        prometheus.terminate()
-        prometheus.wait(30)
+        yield {"url": f"http://127.0.0.1:{prom_port}", "run": run, "servers": servers, "start": start, "end": end}
+
+
+# What each cluster panel must show for every server, given cluster_exposition's series.
+CLUSTER_PANELS = {
+    "Server CPU": SERVER_CPU,
+    "Server CPU, share of limit": SERVER_CPU / CPU_LIMIT,
+    "Server memory": MEMORY,
+    "Server memory, share of limit": MEMORY / MEMORY_LIMIT,
+    "k6 runner CPU": RUNNER_CPU,
+    "k6 runner memory": 2 * MEMORY,
+}
 
 
 def values_by_server(result: list[dict], instant: bool) -> dict[str, list[float]]:
@@ -267,8 +338,6 @@ def test_every_panel_query_runs_and_k6_panels_show_both_servers(dashboard, k6_ru
                                {"query": expr, "start": k6_run["start"] - 5, "end": k6_run["end"] + 5, "step": 2})
         assert status == 200, f"{panel['title']}: {body.get('error')}"
         found = values_by_server(body["data"]["result"], bool(target.get("instant")))
-        if metrics_of(target["expr"]) & CLUSTER_METRICS:
-            continue  # cAdvisor and kube-state-metrics exist only in a cluster: parsing is the check here
         finite = {server for server, values in found.items() if any(math.isfinite(v) for v in values)}
         assert finite == set(k6_run["servers"]), f"{panel['title']}: data for {sorted(finite)} only\n{expr}"
 
@@ -298,3 +367,22 @@ def test_totals_match_what_k6_counted(dashboard, k6_run):
             "time": k6_run["end"] + 1,
         })[1]["data"]["result"]
         assert totals[server][0] == float(checks[0]["value"][1]) > 0
+
+
+def test_cluster_panels_pick_the_servers_and_runners_containers(dashboard, k6_run):
+    """Each cluster panel shows exactly its container's numbers, none of the decoys'."""
+    panels = {panel["title"]: panel["targets"][0]["expr"] for panel in query_panels(dashboard)}
+    assert set(CLUSTER_PANELS) == {title for title, expr in panels.items() if metrics_of(expr) & CLUSTER_METRICS}
+    # rate() divides by the whole window, so the window must lie inside the stand-in's lifetime:
+    # 10 s holds ten 1 s scrapes; poll until it does (Prometheus scrapes on its own clock).
+    deadline = time.monotonic() + 30
+    for title, expected in CLUSTER_PANELS.items():
+        expr = fill(panels[title], k6_run["run"], k6_run["servers"], 0, rate_interval="10s")
+        while True:
+            status, body = get(k6_run["url"] + "/api/v1/query", {"query": expr})
+            assert status == 200, body
+            found = {server: v[0] for server, v in values_by_server(body["data"]["result"], True).items()}
+            if set(found) == set(k6_run["servers"]) and all(v == pytest.approx(expected, rel=0.1) for v in found.values()):
+                break
+            assert time.monotonic() < deadline, f"{title}: {found}, expected {expected} for each of {k6_run['servers']}"
+            time.sleep(0.5)
