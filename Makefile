@@ -39,6 +39,22 @@ serve: $(VENV)/.installed ## run one server in the foreground, exactly as its im
 	  echo "SERVER must be stdlib-style or async-style, got '$(SERVER)': try make serve SERVER=async-style." >&2; exit 2;; esac
 	cd servers/$(SERVER) && PATH="$(abspath $(BIN)):$$PATH" PORT=$(PORT) WORKERS=$(WORKERS) exec $(SERVE_$(SERVER))
 
+##@ Images
+
+## tag of the images `images` builds: stdlib-style:<IMAGE_TAG>, async-style:<IMAGE_TAG>
+IMAGE_TAG ?= dev
+
+# The base comes from servers/base/python-base.sh: PYTHON_BASE (versions.env) when a registry
+# answers, else a local Debian bookworm base it builds once. --network host: this project's CI
+# engine runs without a bridge network.
+.PHONY: images
+images: ## build both server images (no registry reachable: on a local Debian base, see README "Images")
+	@base=$$(servers/base/python-base.sh $(PYTHON_BASE)); \
+	for s in $(SERVERS_ALL); do \
+	  echo "Building $$s:$(IMAGE_TAG) on $$base."; \
+	  docker build --network host --build-arg PYTHON_BASE=$$base -t $$s:$(IMAGE_TAG) servers/$$s; \
+	done
+
 ##@ Cluster (kind for the local loop, Hetzner for numbers)
 
 ## registry `images-push` pushes to and `deploy` pulls from (kind: the ctlptl registry)
@@ -243,13 +259,16 @@ teardown: ## delete what this project created: TestRuns, the kind cluster and re
 .PHONY: bench-clean
 bench-clean: ## delete this project's TestRuns in the current context, if a cluster answers
 	@$(call need,kubectl)
-	@if kubectl get --raw=/readyz --request-timeout=10s >/dev/null 2>&1; then \
-	  kubectl -n py-bench delete testruns.k6.io -l app.kubernetes.io/part-of=py-serving-bench --ignore-not-found; \
-	else echo "No cluster answers at context '$$(kubectl config current-context 2>/dev/null)': no TestRuns to delete."; fi
+	@if ! kubectl get --raw=/readyz --request-timeout=10s >/dev/null 2>&1; then \
+	  echo "No cluster answers at context '$$(kubectl config current-context 2>/dev/null)': no TestRuns to delete."; \
+	elif ! kubectl get crd testruns.k6.io >/dev/null 2>&1; then \
+	  echo "No k6-operator in context '$$(kubectl config current-context)': no TestRuns to delete."; \
+	else kubectl -n py-bench delete testruns.k6.io -l app.kubernetes.io/part-of=py-serving-bench --ignore-not-found; fi
 
 .PHONY: hetzner-down
 hetzner-down: ## delete the Hetzner cluster that hetzner-up made, if any (asks first unless YES=1)
 	@if [ ! -f $(HETZNER_KUBECONFIG) ]; then echo "No Hetzner cluster to delete ($(HETZNER_KUBECONFIG) does not exist)."; exit 0; fi; \
+	[ -f $(HETZNER_CONFIG) ] || { echo "$(HETZNER_CONFIG) is missing: delete the cluster with hetzner-k3s delete --config <the config it was created with>." >&2; exit 2; }; \
 	$(token_set); \
 	$(call need,hetzner-k3s) \
 	if [ "$(YES)" != 1 ]; then \

@@ -252,6 +252,8 @@ def run(args: argparse.Namespace) -> int:
     manifests = render_testruns(args, kind=context.startswith("kind-"))
     names = [f"k6-{server}" for server in args.servers]
     say(f"Run {args.run_id}: profile {args.profile}, {args.parallelism} runner(s) per server, context {context}.")
+    if kubectl("get", "crd", "testruns.k6.io", check=False).returncode != 0:
+        raise ClusterError(f"the k6-operator is not installed in context {context}: run make monitoring (Tilt installs it on kind).")
     # A finished TestRun is never run again by the operator: the previous run's go first.
     kubectl("-n", NAMESPACE, "delete", "testrun", "-l", "app.kubernetes.io/component=load", "--ignore-not-found")
     kubectl("apply", "-f", "-", input=manifests)

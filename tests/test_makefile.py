@@ -478,8 +478,26 @@ def test_teardown_asks_before_deleting_the_hetzner_cluster(make: Make) -> None:
     kubeconfig = make.repo / ".build" / "hetzner" / "kubeconfig"
     kubeconfig.parent.mkdir(parents=True)
     kubeconfig.write_text("apiVersion: v1\n")
+    (make.repo / ".build" / "hetzner" / "cluster.yaml").write_text("cluster_name: py-bench\n")
     result = make("teardown", env={"HCLOUD_TOKEN": canary()})  # no YES, and no answer on stdin
     assert result.returncode == 0, result.stderr
     assert "Kept the Hetzner cluster" in result.stdout
     assert kubeconfig.exists()
     assert not any(c[0] == "hetzner-k3s" for c in make.calls())
+
+
+def test_teardown_skips_testruns_where_no_k6_operator_runs(make: Make) -> None:
+    make.reply("kubectl", ["get", "crd", "testruns.k6.io"], exit=1)
+    result = make("teardown")
+    assert result.returncode == 0, result.stderr
+    assert "No k6-operator" in result.stdout
+    assert not any("delete" in c and c[0] == "kubectl" for c in make.calls())
+
+
+def test_bench_without_the_k6_operator_names_make_monitoring(make: Make) -> None:
+    make.reply("kubectl", ["config", "current-context"], "kind-py-bench\n")
+    make.reply("kubectl", ["get", "crd", "testruns.k6.io"], exit=1)
+    result = make("bench", "PROFILE=smoke")
+    assert result.returncode != 0
+    assert "the k6-operator is not installed in context kind-py-bench: run make monitoring" in result.stderr
+    assert not any(c[:2] == ["kubectl", "apply"] for c in make.calls())
