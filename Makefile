@@ -75,6 +75,10 @@ PROFILE ?= seed
 PARALLELISM ?= 1
 ## how long `bench` waits for the TestRuns to finish (Go duration: 45m, 1h30m)
 BENCH_TIMEOUT ?= 45m
+## arrival rate in requests per second for `bench PROFILE=open` (required there)
+RATE ?=
+## how long `bench PROFILE=open` runs, a k6 duration (empty: 60s)
+DURATION ?=
 ## CIDRs allowed to reach the Hetzner cluster's SSH and API, e.g. your public IP
 ALLOWED_NETWORKS ?=
 ## where `hetzner-up` writes the Hetzner cluster's kubeconfig (then: export KUBECONFIG=<it>)
@@ -111,6 +115,12 @@ reachable = kubectl get --raw=/readyz --request-timeout=10s >/dev/null 2>&1 || {
 kind-up: $(VENV)/.installed ## create the local kind cluster (node pools as on Hetzner) and its registry on localhost:5005
 	@$(call need,docker kind ctlptl)
 	$(BIN)/python iac/render_cluster.py kind | ctlptl apply -f -
+
+.PHONY: dev
+dev: ## the local loop: create the kind cluster if it is missing, then start Tilt (Ctrl-C stops Tilt, not the cluster)
+	@$(call need,tilt)
+	@$(MAKE) kind-up
+	tilt up
 
 .PHONY: kind-down
 kind-down: ## delete the kind cluster and its registry (nothing to do if they are gone)
@@ -188,7 +198,7 @@ bench: $(VENV)/.installed ## run the k6 TestRuns in the cluster, wait for them, 
 .PHONY: results
 results: $(VENV)/.installed ## collect results/<RUN_ID>/ again from the cluster's Prometheus for a finished `bench` run
 	@$(call need,kubectl)
-	@[ -n "$(RUN_ID)" ] || { echo "RUN_ID is not set: name the run to collect, e.g. make results RUN_ID=$$(ls results | tail -1)." >&2; exit 2; }
+	@[ -n "$(RUN_ID)" ] || { echo "RUN_ID is not set: name the run to collect (a folder in results/), e.g. make results RUN_ID=20261127-120000." >&2; exit 2; }
 	@$(reachable)
 	$(BIN)/python -m bench.cluster collect --run-id "$(RUN_ID)"
 

@@ -187,6 +187,12 @@ def test_kind_up_creates_the_cluster_from_the_rendered_ctlptl_config(make: Make)
     assert commands(make.calls()) == ["ctlptl apply -f -"]
 
 
+def test_dev_makes_sure_of_the_cluster_then_starts_tilt(make: Make) -> None:
+    result = make("dev")
+    assert result.returncode == 0, result.stderr
+    assert commands(make.calls()) == ["ctlptl apply -f -", "tilt up"]
+
+
 def test_kind_down_deletes_the_cluster_and_registry(make: Make) -> None:
     result = make("kind-down")
     assert result.returncode == 0, result.stderr
@@ -437,6 +443,7 @@ def test_bench_without_a_cluster_says_so_in_a_few_lines(make: Make) -> None:
 @pytest.mark.parametrize(("target", "tool", "args"), [
     ("kind-down", "ctlptl", ()),
     ("kind-up", "kind", ()),
+    ("dev", "tilt", ()),
     ("monitoring", "helm", ()),
     ("hetzner-up", "hetzner-k3s", ("ALLOWED_NETWORKS=203.0.113.4/32", "REGISTRY=ghcr.io/example")),
 ])
