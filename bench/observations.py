@@ -46,10 +46,11 @@ def latency_lines(a: str, ma: Metrics, b: str, mb: Metrics) -> list[str]:
     return [f"At {k.upper()} {w} is faster: {_ms(f)} vs {_ms(s)} ({_ratio(s, f)} lower)." for k, w, f, s in wins]
 
 
-def throughput_lines(a: str, ma: Metrics, b: str, mb: Metrics) -> list[str]:
+def throughput_lines(a: str, ma: Metrics, b: str, mb: Metrics, open_model: bool = False) -> list[str]:
     lines = []
     ta, tb = _throughput(ma), _throughput(mb)
-    if ta and tb:
+    # In the open model k6 sets the rate, so a req/s ratio only restates the chosen rates.
+    if ta and tb and not open_model:
         (hi, thi), (lo, tlo) = sorted([(a, ta), (b, tb)], key=lambda x: -x[1])
         lines.append(f"{hi} served {_ratio(thi, tlo)} the requests per second of {lo} ({thi:,.0f} vs {tlo:,.0f} req/s).")
     ca, cb = ma["server_cpu_cores"]["mean"], mb["server_cpu_cores"]["mean"]
@@ -98,7 +99,8 @@ def observations(summary: Summary) -> list[str]:
     measured = [(n, s["aggregate"]) for n, s in servers.items() if s["aggregate"] is not None]
     lines = [f"{n} was not measured: {s['verification']['reason']}" for n, s in servers.items() if not s["verification"]["ok"]]
     for (a, ma), (b, mb) in combinations(measured, 2):
-        lines += latency_lines(a, ma, b, mb) + throughput_lines(a, ma, b, mb)
+        open_model = summary["settings"]["profile"] == "open"
+        lines += latency_lines(a, ma, b, mb) + throughput_lines(a, ma, b, mb, open_model)
     opened = [(n, s["open"]["max_rate"]) for n, s in servers.items() if s.get("open") and s["open"]["max_rate"]]
     for (a, ra), (b, rb) in combinations(opened, 2):
         (hi, rhi), (lo, rlo) = sorted([(a, ra), (b, rb)], key=lambda x: -x[1])

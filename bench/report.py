@@ -168,6 +168,12 @@ def render(summary: Summary, plots: Sequence[str]) -> str:
             "and latency includes k6's own queueing.",
             "",
         ]
+    if summary["settings"]["profile"] == "open":
+        parts += [
+            "> Open model: the tables below are the runs at 90 % of each server's highest sustainable "
+            "arrival rate; the last table has the search's result and the latency at 50 % and 90 %.",
+            "",
+        ]
     for title, text in tables(summary):
         parts += [f"## {title}", "", text, ""]
     parts += ["## Key observations", "", *(f"- {line}" for line in observations(summary)), ""]

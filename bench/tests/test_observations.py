@@ -43,3 +43,12 @@ def test_a_shared_machine_is_mentioned():
     s = summary({"async-style": [metrics(0.5, 2.0, 3000)]})
     s["servers"]["async-style"]["aggregate"]["others_cpu_cores"]["mean"] = 0.4
     assert any("machine was shared" in line for line in observations(s))
+
+
+def test_the_open_model_compares_sustainable_rates_not_the_chosen_ones(two_servers):
+    two_servers["settings"]["profile"] = "open"
+    for name, rate in (("stdlib-style", 3000), ("async-style", 7500)):
+        two_servers["servers"][name]["open"] = {"max_rate": rate, "limited_by": "server", "steps": [], "levels": []}
+    lines = observations(two_servers)
+    assert not any("the requests per second of" in line for line in lines)
+    assert "Open model: async-style sustained 2.50× the arrival rate of stdlib-style (7,500 vs 3,000 req/s)." in lines
