@@ -65,11 +65,11 @@ STDLIB_STYLE_TAG ?= $(GIT_DESCRIBE)
 ASYNC_STYLE_TAG ?= $(GIT_DESCRIBE)
 ## kustomize overlay for `deploy`: kind or hetzner (empty: kind on a kind-* context, else hetzner)
 OVERLAY ?=
-## servers that `bench` runs and `images-push` pushes
+## servers that `bench` and `bench-local` run and `images-push` pushes
 SERVERS ?= stdlib-style async-style
-## run id of `bench` and `results`; results go to results/<RUN_ID>/ (empty: the UTC time now)
+## run id of `bench`, `bench-local` and `results`; results go to results/<RUN_ID>/ (empty: the UTC time now)
 RUN_ID ?=
-## k6 profile for `bench`: smoke, quick, standard, open or seed
+## k6 profile for `bench`: smoke, quick, standard, open or seed; `bench-local`: quick (its default), standard or open
 PROFILE ?= seed
 ## k6 runner pods per server in `bench`; k6 splits the load between them
 PARALLELISM ?= 1
