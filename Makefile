@@ -134,7 +134,7 @@ images-push: images ## tag the images per server (STDLIB_STYLE_TAG, ASYNC_STYLE_
 	$(foreach s,$(SERVERS),$(call push,$(s)))
 
 define push
-docker tag $(1):dev $(REGISTRY)/$(1):$(TAG_$(1))
+docker tag $(1):$(IMAGE_TAG) $(REGISTRY)/$(1):$(TAG_$(1))
 docker push $(REGISTRY)/$(1):$(TAG_$(1))
 
 endef
