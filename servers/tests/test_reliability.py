@@ -6,7 +6,7 @@ The README's "Reliability" section tabulates what each server does for each atta
 
 from __future__ import annotations
 
-import json
+import os
 import re
 import resource
 import select
@@ -22,7 +22,6 @@ import pytest
 from servers.contract import SERVERS, check_hash
 from servers.process import running, serve_command
 from servers.tests.hostile import Attack, connect, get, parse_responses, send_raw
-from servers.tests.test_runners import worker_connections
 
 HOST = b"Host: bench\r\n"
 # A malformed request must be answered or hung up on within this; both servers take milliseconds.
@@ -165,3 +164,185 @@ def test_slow_clients_do_not_starve_ordinary_requests(served, name):
         assert hung_up == ATTACKERS, f"{ATTACKERS - hung_up} trickling connections still open after {HEAD_TIMEOUT + 5:.0f} s"
         assert set(statuses) <= {408}, statuses
     served.assert_unharmed()
+
+
+# -- the seed's load: 15,000 keep-alive connections on one worker ----------------------------
+
+SEED_CONNECTIONS = 15_000
+HOLD_SECONDS = 25
+
+
+def raise_open_files(needed: int) -> None:
+    """Lift this process's open-file limit (inherited by the server and wrk) to `needed`."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= needed:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, max(hard, needed)))
+    except (ValueError, OSError):
+        pytest.fail(
+            f"{needed} open files are needed but the hard limit is {hard}: raise it "
+            f"(as root `ulimit -Hn {needed}`, or LimitNOFILE= / --ulimit nofile= for the CI runner)."
+        )
+
+
+def check_ephemeral_ports(needed: int) -> None:
+    low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    if high - low + 1 < needed:
+        pytest.fail(
+            f"{needed} client ports to one address are needed but net.ipv4.ip_local_port_range "
+            f"gives {high - low + 1}: widen it, e.g. sysctl -w net.ipv4.ip_local_port_range='15000 65000'."
+        )
+
+
+def pinned(command: list[str], cpu: int) -> list[str]:
+    """Pin to one CPU when there are two to share (server on one, load generator on the other)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    return ["taskset", "-c", str(cpus[cpu]), *command] if len(cpus) >= 2 else command
+
+
+def parse_wrk(output: str) -> dict[str, int]:
+    numbers = {"requests": 0, "connect": 0, "read": 0, "write": 0, "timeout": 0, "non_2xx": 0}
+    if match := re.search(r"(\d+) requests in", output):
+        numbers["requests"] = int(match.group(1))
+    if match := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output):
+        numbers.update(zip(("connect", "read", "write", "timeout"), map(int, match.groups())))
+    if match := re.search(r"Non-2xx or 3xx responses: (\d+)", output):
+        numbers["non_2xx"] = int(match.group(1))
+    return numbers
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("server", SERVERS)
+def test_one_worker_holds_the_seeds_15000_keep_alive_connections(server, tmp_path):
+    raise_open_files(SEED_CONNECTIONS + 2000)
+    check_ephemeral_ports(SEED_CONNECTIONS + 1000)
+    port = free_port()
+    log = tmp_path / "log"
+    with running(pinned(serve_command(server, port, workers=1), 0), port, log) as runner:
+        tree = [psutil.Process(runner.process.pid), *psutil.Process(runner.process.pid).children(recursive=True)]
+        # Open descriptors, not psutil's connection table: parsing 15,000 lines of /proc/net/tcp
+        # a second would take a core from the server it measures.
+        idle_fds = sum(p.num_fds() for p in tree)
+        wrk = subprocess.Popen(
+            pinned(["wrk", "-t1", f"-c{SEED_CONNECTIONS}", f"-d{HOLD_SECONDS}s", "--timeout", "30s",
+                    f"http://127.0.0.1:{port}/hash"], 1),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        peak = 0
+        while wrk.poll() is None:
+            peak = max(peak, sum(p.num_fds() for p in tree) - idle_fds)
+            time.sleep(0.5)  # a sampling interval: the count is read while wrk holds its connections
+        output = wrk.communicate()[0] + "\n" + "\n".join(log.read_text(errors="replace").splitlines()[-10:])
+        assert [p.pid for p in psutil.Process(runner.process.pid).children(recursive=True)] == [p.pid for p in tree[1:]]
+    result = parse_wrk(output)
+    print(f"{server}: {result} peak established {peak}")
+    assert wrk.returncode == 0, output
+    assert peak >= SEED_CONNECTIONS, f"the worker held at most {peak} connections at once\n{output}"
+    errors = {k: v for k, v in result.items() if k not in ("requests",) and v}
+    assert not errors, f"{server} under {SEED_CONNECTIONS} connections: {errors}\n{output}"
+    assert result["requests"] > 0, output
+
+
+# -- SIGTERM under load ------------------------------------------------------------------------
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ok = 0
+        self.refused = 0  # connection refused: nothing was sent, the client may go elsewhere
+        self.closed_idle = 0  # the server closed a kept-alive connection before we reused it
+        self.unanswered_on_reuse = 0  # sent on a kept-alive connection that closed with no byte back
+        self.failed: list[str] = []  # a request was sent and got no complete answer
+
+    def add(self, field: str, detail: str = "") -> None:
+        with self.lock:
+            if field == "failed":
+                self.failed.append(detail)
+            else:
+                setattr(self, field, getattr(self, field) + 1)
+
+
+def keep_requesting(port: int, stop: threading.Event, tally: Tally) -> None:
+    """GET /hash over one keep-alive connection, reconnecting when told to, until refused.
+
+    Before reusing a connection it checks that the server has not closed it meanwhile, as HTTP
+    clients do. A request written on a reused connection that the server closes without sending
+    a byte back was never read by it: Go's net/http (so k6) and browsers resend such idempotent
+    requests on a new connection, and so does this client, counting them. Any other request that
+    was written and not answered in full is a failure.
+    """
+    sock, reused = None, False
+    request = b"GET /hash HTTP/1.1\r\nHost: bench\r\n\r\n"
+    while not stop.is_set():
+        if sock is None:
+            try:
+                sock, reused = connect(port, timeout=30), False
+            except ConnectionRefusedError:
+                tally.add("refused")
+                return
+        elif select.select([sock], [], [], 0)[0]:
+            sock.close()
+            sock = None
+            tally.add("closed_idle")
+            continue
+        data, answer, error = b"", None, None
+        try:
+            sock.sendall(request)
+            while answer is None:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+                responses, _ = parse_responses(data)
+                answer = responses[0] if responses else None
+        except OSError as raised:
+            error = raised
+        if answer is None and not data and reused and (error is None or isinstance(error, ConnectionResetError)):
+            tally.add("unanswered_on_reuse")
+            sock.close()
+            sock = None
+            continue
+        if answer is None or answer.status != 200:
+            tally.add("failed", f"{data[:200]!r} {error!r} on a {'reused' if reused else 'new'} connection")
+            sock.close()
+            return
+        tally.add("ok")
+        reused = True
+        if answer.headers.get("connection", "").lower() == "close":
+            sock.close()
+            sock = None
+
+
+# granian (hyper) closes kept-alive connections that are between requests when SIGTERM arrives;
+# a request already on its way on one gets a close with no answer, which k6 resends (above).
+# stdlib-style's worker keeps them open and answers the next request with `Connection: close`.
+UNANSWERED_ON_REUSE_EXPECTED = {"stdlib-style": False, "async-style": True}
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_sigterm_under_load_fails_no_request_in_flight(server, tmp_path):
+    port, clients = free_port(), 16
+    tally, stop = Tally(), threading.Event()
+    with running(serve_command(server, port, workers=1), port, tmp_path / "log") as runner:
+        threads = [threading.Thread(target=keep_requesting, args=(port, stop, tally), daemon=True) for _ in range(clients)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while tally.ok < 500 and not tally.failed:
+            assert time.monotonic() < deadline, "the load never got going"
+            time.sleep(0.05)
+        answered_before = tally.ok
+        exit_code = runner.stop()
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+    print(f"{server}: {tally.ok} answered ({tally.ok - answered_before} after SIGTERM was sent), "
+          f"{tally.refused} refused, {tally.closed_idle} closed while idle, "
+          f"{tally.unanswered_on_reuse} unanswered on reuse and resent, {len(tally.failed)} failed")
+    assert exit_code == 0
+    assert not tally.failed, f"{len(tally.failed)} requests failed in flight, e.g. {tally.failed[:3]}"
+    assert tally.refused == clients, "every client ends refused, after the runner is gone"
+    if not UNANSWERED_ON_REUSE_EXPECTED[server]:
+        assert tally.unanswered_on_reuse == 0, "kept-alive connections were closed under a request"
