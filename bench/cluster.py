@@ -170,6 +170,20 @@ def runner_pods(name: str) -> list[dict]:
     return json.loads(result.stdout).get("items", [])
 
 
+def pending_reasons(pods: Sequence[dict]) -> list[str]:
+    """One line per pod the scheduler cannot place, with the scheduler's own reason."""
+    lines = []
+    for pod in pods:
+        status = pod.get("status", {})
+        if status.get("phase") != "Pending":
+            continue
+        for condition in status.get("conditions", []):
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+                lines.append(f"{pod['metadata']['name']} cannot be scheduled: {condition.get('message', '').strip()} "
+                             "(README, Troubleshooting: pods stay Pending)")
+    return lines
+
+
 def wait(names: Sequence[str], timeout_s: float) -> None:
     """Poll the TestRuns' stage until every one is finished or one fails; say how it goes."""
     started, last, last_said = time.monotonic(), None, 0.0
@@ -179,6 +193,10 @@ def wait(names: Sequence[str], timeout_s: float) -> None:
         clock = f"{int(elapsed // 60):02d}:{int(elapsed % 60):02d}"
         if now != last or elapsed - last_said >= 60:
             say(f"[{clock}] " + ", ".join(f"{n}: {s or 'pending'}" for n, s in now.items()))
+            if now == last:  # a minute without progress: say what holds the runners back, if anything
+                for name in names:
+                    for line in pending_reasons(runner_pods(name)):
+                        say(f"[{clock}] {line}")
             last, last_said = now, elapsed
         failed = [n for n, s in now.items() if s in ("error", "missing")]
         if failed:

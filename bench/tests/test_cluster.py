@@ -296,3 +296,15 @@ def test_a_run_prometheus_never_saw_is_refused_in_one_line(prometheus, tmp_path)
 def test_collect_without_a_record_names_make_bench(tmp_path):
     with pytest.raises(cluster.ClusterError, match="make bench"):
         cluster.collect(tmp_path, "http://127.0.0.1:1")
+
+
+def test_unschedulable_runners_are_explained_with_the_schedulers_reason():
+    pods = [
+        {"metadata": {"name": "k6-async-style-1-abcde"}, "status": {"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "False",
+             "message": "0/6 nodes are available: 2 Insufficient cpu, 4 node(s) didn't match Pod's node affinity/selector."}]}},
+        {"metadata": {"name": "k6-async-style-2-fghij"}, "status": {"phase": "Running", "conditions": []}},
+    ]
+    (line,) = cluster.pending_reasons(pods)
+    assert line.startswith("k6-async-style-1-abcde cannot be scheduled: 0/6 nodes are available: 2 Insufficient cpu")
+    assert "Troubleshooting" in line
