@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Print the base image for the server Dockerfiles (their PYTHON_BASE build arg).
+#
+#   servers/base/python-base.sh <public base, e.g. python:3.11.17-slim-bookworm>
+#
+# On a normal machine that is the public image, pulled once. Where Docker reaches no registry
+# (this project's CI and dev machines) the pull fails at once, and a stand-in is built here:
+# Debian bookworm (the public image's own Debian) with Debian's python3 (3.11, the public image's
+# minor), made with debootstrap and `docker import`ed. It is cached under a tag holding the hash of
+# its recipe, so it is built once per recipe (about a minute) and reused after that.
+set -euo pipefail
+
+die() { echo "python-base: $*" >&2; exit 2; }
+say() { echo "python-base: $*" >&2; }
+
+public=${1:?usage: $0 <public base image>}
+suite=bookworm
+mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# Debian's python3 and the venv module (which brings pip's wheel for ensurepip); `tar` is in minbase,
+# and Tilt's live update needs it in the final image.
+packages=python3,python3-venv
+# pip in the build must trust the same certificate authorities as this machine: on networks that
+# inspect TLS, that bundle holds the proxy's CA, and the public image's bundle would not.
+ca_bundle=/etc/ssl/certs/ca-certificates.crt
+
+command -v docker >/dev/null || die "docker is not installed: install Docker (https://docs.docker.com/engine/install/), start it, and re-run make images."
+docker info >/dev/null 2>&1 || die "the Docker engine is not answering (docker info failed): start it (Docker Desktop, or sudo systemctl start docker; CI: bash .ci/run), then re-run make images."
+
+if docker image inspect "$public" >/dev/null 2>&1; then
+  echo "$public"; exit 0
+fi
+if pull_error=$(docker pull -q "$public" 2>&1 >/dev/null); then
+  echo "$public"; exit 0
+fi
+
+recipe=$(cat "$0" "$ca_bundle" 2>/dev/null | sha256sum | cut -c1-12)
+offline=py-serving-bench/python-base:$suite-$recipe
+say "cannot pull $public (${pull_error%%$'\n'*}); using the offline base $offline."
+if docker image inspect "$offline" >/dev/null 2>&1; then
+  echo "$offline"; exit 0
+fi
+
+command -v debootstrap >/dev/null || die "debootstrap is missing, and it builds the base when no registry is reachable: apt-get install debootstrap, then re-run make images."
+[ "$(id -u)" = 0 ] || die "debootstrap needs root to build the offline base: run make images as root (or with sudo)."
+[ -r "$ca_bundle" ] || die "$ca_bundle is missing: apt-get install ca-certificates, then re-run make images."
+
+root=$(mktemp -d /var/tmp/python-base.XXXXXX)
+# --one-file-system: never follow a /proc or /sys that a failed debootstrap left mounted.
+trap 'umount -R "$root/proc" "$root/sys" 2>/dev/null || true; rm -rf --one-file-system "$root"' EXIT
+
+say "building $offline with debootstrap ($suite, $packages) from $mirror: about a minute."
+debootstrap --variant=minbase --include="$packages" "$suite" "$root" "$mirror" >"$root.log" 2>&1 || {
+  tail -n 20 "$root.log" >&2; die "debootstrap failed (log above, full log $root.log): check that $mirror is reachable."
+}
+rm -f "$root.log"
+# mktemp made the tree's top 0700, and it becomes the image's `/`: the app user must traverse it.
+chmod 0755 "$root"
+install -D -m 0644 "$ca_bundle" "$root$ca_bundle"
+printf '[global]\ncert = %s\n' "$ca_bundle" >"$root/etc/pip.conf"
+# Package caches and docs are a third of the tree; every layer of a vfs-backed build copies them.
+rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/usr/share/{doc,man,info,locale}/*
+
+tar --numeric-owner -C "$root" -c . | docker import \
+  --change 'ENV LANG=C.UTF-8' \
+  --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+  --change 'CMD ["python3"]' \
+  - "$offline" >/dev/null
+say "built $offline."
+echo "$offline"

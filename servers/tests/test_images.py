@@ -1,0 +1,128 @@
+"""Black-box: the real images, built by `make images`, run the way production runs them.
+
+Every container runs with a read-only root filesystem, no capabilities, no privilege gain and one
+CPU (--cpus 1), on the host network (this machine's Docker engine has no bridge). No tmpfs is
+mounted: neither runner writes outside /dev/shm, which Docker provides.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+from servers.contract import SERVERS, check_hash, check_health, check_not_allowed
+from servers.process import running
+from servers.tests.test_runners import request, worker_connections
+
+ROOT = Path(__file__).resolve().parents[2]
+# Its own tag, so a test run never replaces the stdlib-style:dev / async-style:dev a person is using.
+IMAGE_TAG = "test"
+HARDENED = ["--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--network", "host", "--cpus", "1"]
+APP_USER = 10001
+# Kubernetes' terminationGracePeriodSeconds; docker stop waits this long before SIGKILL (exit 137).
+GRACE = 30
+
+
+@pytest.fixture(scope="module")
+def images() -> dict[str, str]:
+    if shutil.which("docker") is None:
+        pytest.skip("docker is not installed: apt-get install docker.io (bash .ci/run does)")
+    if subprocess.run(["docker", "info"], capture_output=True, timeout=60).returncode != 0:
+        pytest.skip("the Docker engine is not running: start it (bash .ci/run does, see its dockerd line)")
+    built = subprocess.run(["make", "-s", "-C", str(ROOT), "images", f"IMAGE_TAG={IMAGE_TAG}"],
+                           capture_output=True, text=True, timeout=1800)
+    assert built.returncode == 0, "make images failed:\n" + "\n".join((built.stdout + built.stderr).splitlines()[-30:])
+    return {server: f"{server}:{IMAGE_TAG}" for server in SERVERS}
+
+
+def docker_run(image: str, name: str, env: dict[str, str]) -> list[str]:
+    settings = [arg for key, value in env.items() for arg in ("-e", f"{key}={value}")]
+    return ["docker", "run", "--rm", "--name", name, *HARDENED, *settings, image]
+
+
+def container_processes(name: str) -> list[psutil.Process]:
+    """The container's PID 1 (as the host sees it) and all its descendants."""
+    pid = int(subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", name], capture_output=True, text=True,
+                             check=True).stdout)
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("server", SERVERS)
+def test_image_serves_the_contract_as_non_root_and_drains_on_docker_stop(server, images, free_port, tmp_path):
+    name = f"py-bench-test-{server}-{uuid.uuid4().hex[:8]}"
+    # About a second of hashing per request, so docker stop lands while they are being served.
+    env = {"PORT": str(free_port), "HASH_ITERATIONS": "3000000"}
+    try:
+        with running(docker_run(images[server], name, env), free_port, tmp_path / "log") as served:
+            processes = container_processes(name)
+            runner = processes[0]
+            # Exec-form ENTRYPOINT: the runner itself is PID 1 and gets docker stop's SIGTERM, no shell between.
+            assert runner.name().startswith("python") or runner.name() == "gunicorn", runner.cmdline()
+            for process in processes:
+                assert process.uids().effective == APP_USER and process.gids().effective == APP_USER, process
+                assert process.status() != psutil.STATUS_ZOMBIE, process
+            # WORKERS is unset: the runner sizes itself to the container's CPU quota, one here.
+            assert len(runner.children()) == 1, [p.cmdline() for p in runner.children()]
+
+            check_health(*request(free_port, "GET", "/health"))
+            check_hash(*request(free_port, "GET", "/hash"), source=server)
+            status, _, body = request(free_port, "HEAD", "/hash")
+            assert status == 200 and body == b""
+            assert request(free_port, "GET", "/missing")[0] == 404
+            check_not_allowed(*request(free_port, "POST", "/hash")[:2])
+
+            in_flight = 3
+            results: list = []
+            clients = [threading.Thread(target=lambda: results.append(request(free_port, "GET", "/hash", timeout=60)))
+                       for _ in range(in_flight)]
+            for client in clients:
+                client.start()
+            # Accepted by the runner (an open socket in one of its processes), not merely queued.
+            deadline = time.monotonic() + 20
+            while worker_connections(runner, free_port) < in_flight:
+                assert time.monotonic() < deadline, "the requests never reached the server"
+                time.sleep(0.01)
+            stopped = subprocess.run(["docker", "stop", "-t", str(GRACE), name], capture_output=True, text=True,
+                                     timeout=GRACE + 30)
+            assert stopped.returncode == 0, stopped.stderr
+            exit_code = served.process.wait(30)
+            for client in clients:
+                client.join(60)
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    # 0, not 137: the runner finished its requests and exited on SIGTERM inside the grace period.
+    assert exit_code == 0, (tmp_path / "log").read_text(errors="replace")[-3000:]
+    assert [status for status, _, _ in results] == [200] * in_flight
+    for answer in results:
+        check_hash(*answer, source=server)
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_bad_setting_stops_the_container_with_one_line(server, images):
+    name = f"py-bench-test-{server}-{uuid.uuid4().hex[:8]}"
+    try:
+        result = subprocess.run(docker_run(images[server], name, {"WORKERS": "abc"}), capture_output=True, text=True,
+                                timeout=120)
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    assert result.returncode != 0
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{server}: WORKERS must be "), lines
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_dockerfile_default_base_is_the_pinned_one(server):
+    pinned = re.search(r"^PYTHON_BASE=(\S+)$", (ROOT / "versions.env").read_text(), re.MULTILINE).group(1)
+    dockerfile = (ROOT / "servers" / server / "Dockerfile").read_text()
+    assert re.findall(r"^ARG PYTHON_BASE=(\S+)$", dockerfile, re.MULTILINE) == [pinned]
