@@ -47,7 +47,8 @@ def planned_seconds(k6: str, env: dict[str, str]) -> float | None:
     command = [k6, "inspect", "--execution-requirements", *_env_flags(env), str(SCRIPT)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)
     if result.returncode != 0:
-        raise K6Error(f"k6 could not load {SCRIPT.relative_to(ROOT)}: {result.stderr.strip().splitlines()[-1:]}")
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise K6Error(f"k6 could not load {SCRIPT.relative_to(ROOT)} ({last}): run `make test` to see what broke it.")
     options = json.loads(result.stdout[result.stdout.index("{"):])
     total = 0.0
     for scenario in options.get("scenarios", {}).values():

@@ -59,7 +59,7 @@ class Metrics(TypedDict):
     server_rss_mb: Usage  # sum of RSS over the server's process tree
     k6_cpu_cores: Usage
     k6_cpu_share: float | None  # k6 mean CPU / CPUs given to k6; >= K6_SATURATED: k6 was the limit
-    others_cpu_cores: Usage  # CPU other processes took from the server's and k6's CPUs (a shared machine)
+    others_cpu_cores: Usage  # CPU that other processes (or the hypervisor: steal) took from the pinned CPUs
 
 
 class Series(TypedDict):
