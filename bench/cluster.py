@@ -434,27 +434,48 @@ def whole_run(base: str, run_id: str, start: float, end: float) -> dict[str, dic
     return out
 
 
+def completed_per_step(base: str, run_id: str, server: str, times: list[float], step: float) -> list[float | None]:
+    """Requests completed per second in each step ending at `times[i]`, from every push of k6's counters.
+
+    Each runner's counters start at 0 and k6 pushes them every 5 s, so the growth between two
+    pushes (or from 0 to the first) is what completed in between, whichever step it falls in.
+    """
+    at = times[-1] + 2 * PUSH_INTERVAL_S
+    window = f"{math.ceil(at - times[0]) + 60}s"
+    ok = f'k6_http_reqs_total{{run="{run_id}", server="{server}", expected_response="true"}}'
+    completed: list[float | None] = [None] * len(times)
+    for item in query(base, f"{ok}[{window}]", at):
+        previous = 0.0
+        for t, value in item["values"]:
+            index = max(0, math.ceil((float(t) - times[0]) / step))
+            if index < len(times):
+                completed[index] = (completed[index] or 0.0) + float(value) - previous
+            previous = float(value)
+    return [None if c is None else c / step for c in completed]
+
+
 def series(base: str, run_id: str, server: str, start: float, end: float) -> Series:
     """Samples over the run at one step, every list the same length; null where nothing was measured."""
     end += PUSH_INTERVAL_S  # k6's last push lands after its pod's finishedAt second
-    step = max(1, math.ceil((end - start) / 200))
-    times = [start + i * step for i in range(int((end - start) // step) + 1)]
-    # rate() needs two pushes inside its window, whatever the step.
-    rate_window = max(2 * step, 3 * PUSH_INTERVAL_S)
-    queries = {
-        "rps": f'sum(rate(k6_http_reqs_total{{run="{run_id}", server="{server}", expected_response="true"}}[{rate_window}s]))',
-        "vus": f'sum(k6_vus{{run="{run_id}", server="{server}"}})',
-        **resource_queries(server),
-    }
-    out: dict[str, list] = {"t_s": [round(t - start, 3) for t in times]}
+    # A whole number of k6's pushes per step, about 200 steps per run.
+    step = PUSH_INTERVAL_S * max(1, math.ceil((end - start) / 200 / PUSH_INTERVAL_S))
+    times = [start + i * step for i in range(math.ceil((end - start) / step) + 1)]
+    queries = {"vus": f'sum(k6_vus{{run="{run_id}", server="{server}"}})', **resource_queries(server)}
+    columns: dict[str, list] = {}
     for key, promql in queries.items():
-        found = query_range(base, promql, start, end, step)
+        found = query_range(base, promql, start, times[-1], step)
         values = {round(float(t), 3): float(v) for t, v in (found[0]["values"] if found else [])}
-        column = [values.get(round(t, 3)) for t in times]
-        out[key] = [None if v is None else int(v) for v in column] if key == "vus" else column
-    # Other pods' CPU on the servers' nodes is not measured on a cluster (model: unmeasured is null).
-    out["others_cpu_cores"] = [None] * len(times)
-    return out  # type: ignore[return-value]
+        columns[key] = [values.get(round(t, 3)) for t in times]
+    return {
+        "t_s": [round(t - start, 3) for t in times],
+        "rps": completed_per_step(base, run_id, server, times, step),
+        "vus": [None if v is None else int(v) for v in columns["vus"]],
+        "server_cpu_cores": columns["server_cpu_cores"],
+        "server_rss_mb": columns["server_rss_mb"],
+        "k6_cpu_cores": columns["k6_cpu_cores"],
+        # Other pods' CPU on the servers' nodes is not measured on a cluster (model: unmeasured is null).
+        "others_cpu_cores": [None] * len(times),
+    }
 
 
 def k6_log_summary(log: str) -> dict[str, float]:
