@@ -235,6 +235,15 @@ bench-local: $(VENV)/.installed ## benchmark the servers here, pinned apart from
 compare: $(VENV)/.installed ## compare two runs per server: P50, P99 and requests, and the change in percent (A, B)
 	@$(BIN)/python -m bench.compare "$(A)" "$(B)"
 
+##@ Reliability (this machine)
+
+## requests `memory` sends before it compares the server's memory with its warm-up size
+REQUESTS ?= 1000000
+
+.PHONY: memory
+memory: $(VENV)/.installed ## RSS of one server (SERVER) over REQUESTS requests from wrk, as a table (README "Reliability")
+	$(BIN)/python -m servers.memory --server "$(SERVER)" --requests "$(REQUESTS)"
+
 ##@ Quality
 
 .PHONY: test
