@@ -74,7 +74,8 @@ class Sampler:
     series: Series = field(default_factory=lambda: {k: [] for k in ("t_s", "rps", "vus", "server_cpu_cores", "server_rss_mb", "k6_cpu_cores", "others_cpu_cores")})  # type: ignore[assignment]
     _cpu: dict[int, float] = field(default_factory=dict)
     _last: tuple[float, int | None] | None = None
-    _busy: float | None = None
+    _busy: float | None = None  # busy CPU seconds of the pinned CPUs at the last read
+    _cpu_at: float | None = None  # when the CPU counters were last read (monotonic)
 
     def _cpus_busy(self) -> float:
         """CPU seconds the pinned CPUs spent busy so far, whoever used them."""
@@ -119,28 +120,36 @@ class Sampler:
                 rss += process.memory_info().rss
             except psutil.Error:
                 pass
+        # Each rate is taken over its own counters' interval: listing the process tree or asking
+        # k6's API can stall on a crowded machine, and mixed intervals once showed other
+        # processes using more CPU than the machine has.
+        now = time.monotonic()
         server_cpu = self._cpu_delta(tree, "server")
         k6_cpu = self._cpu_delta([self.k6], "k6")
-        busy, previous = self._cpus_busy(), self._busy
-        self._busy = busy
+        busy = self._cpus_busy()
+        cpu_dt = now - self._cpu_at if self._cpu_at is not None else None
+        busy_delta = busy - self._busy if self._busy is not None else None
+        self._cpu_at, self._busy = now, busy
+        rate = lambda used: used / cpu_dt if used is not None and cpu_dt else None  # noqa: E731
         others = None
-        if previous is not None and server_cpu is not None and k6_cpu is not None:
-            others = max(0.0, busy - previous - server_cpu - k6_cpu)
+        if None not in (server_cpu, k6_cpu, busy_delta) and cpu_dt:
+            others = max(0.0, (busy_delta - server_cpu - k6_cpu) / cpu_dt)
+
         reqs, vus = self._k6_api("http_reqs"), self._k6_api("vus")
         count = int(reqs["count"]) if reqs else None
         rps = None
         if self._last is not None and count is not None and self._last[1] is not None:
             rps = (count - self._last[1]) / (t - self._last[0])
-        dt = t - self._last[0] if self._last else None
         self._last = (t, count)
+
         s = self.series
         s["t_s"].append(round(t, 3))
         s["rps"].append(rps)
         s["vus"].append(int(vus["value"]) if vus else None)
-        s["server_cpu_cores"].append(server_cpu / dt if server_cpu is not None and dt else None)
+        s["server_cpu_cores"].append(rate(server_cpu))
         s["server_rss_mb"].append(rss / 1e6 if tree else None)
-        s["k6_cpu_cores"].append(k6_cpu / dt if k6_cpu is not None and dt else None)
-        s["others_cpu_cores"].append(others / dt if others is not None and dt else None)
+        s["k6_cpu_cores"].append(rate(k6_cpu))
+        s["others_cpu_cores"].append(others)
 
 
 @dataclass

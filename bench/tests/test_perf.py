@@ -1,0 +1,77 @@
+"""bench/perf.py's arithmetic and tables, from hand-made wrk output: no server, no load."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.perf import GO, Load, Report, parse_wrk, ratio_median, render, round_ratios
+
+WRK = """Running 8s test @ http://127.0.0.1:40123/hash
+  1 threads and 50 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     4.10ms    1.20ms  31.00ms   90.00%
+    Req/Sec    12.31k   401.00    13.00k    70.00%
+  Latency Distribution
+     50%    3.95ms
+     75%    4.40ms
+     90%    5.10ms
+     99%    1.20s
+  98123 requests in 8.00s, 17.01MB read
+Requests/sec:  12265.37
+Transfer/sec:      2.13MB
+"""
+
+
+def test_parse_wrk_reads_rate_and_latency_units():
+    load = parse_wrk(WRK)
+    assert load.rps == pytest.approx(12265.37)
+    assert load.p50_ms == pytest.approx(3.95)
+    assert load.p99_ms == pytest.approx(1200.0)
+    assert load.errors == ""
+
+
+def test_parse_wrk_keeps_error_lines():
+    load = parse_wrk(WRK.replace("Requests/sec", "  Non-2xx or 3xx responses: 7\nRequests/sec"))
+    assert "Non-2xx or 3xx responses: 7" in load.errors
+
+
+def test_parse_wrk_without_a_rate_says_so():
+    with pytest.raises(ValueError, match="Requests/sec"):
+        parse_wrk("unable to connect to 127.0.0.1:1 Connection refused")
+
+
+def test_ratio_is_the_median_of_per_round_ratios():
+    mine = [Load(6000), Load(3000), Load(5000)]
+    peer = [Load(10000), Load(10000), Load(5000)]
+    assert round_ratios(mine, peer) == [0.6, 0.3, 1.0]
+    # Not median(mine) / median(peer) = 5000 / 10000: a round's noise hits both of its sides.
+    assert ratio_median(mine, peer) == 0.6
+    assert ratio_median(mine, []) is None
+
+
+def report(with_peer: bool) -> Report:
+    rows = {"stdlib-style": [Load(3000, 10.0, 30.0), Load(3300, 9.0, 25.0)], "async-style": [Load(7000, 4.0, 9.0)] * 2}
+    r = Report(
+        machine={"when": "2026-11-27 12:00 UTC", "cpu": "AMD EPYC", "cpus": 2, "kernel": "6.1", "python": "3.11.7"},
+        settings={"rounds": 2, "seconds": 8, "connections": 50, "server_cpu": "0", "load_cpu": "1", "cpus": 2,
+                  "open_seconds": 15, "command": "make perf"},
+        peer_note="built" if with_peer else "no Go peer: `go` is not installed",
+        throughput=({GO: [Load(10000), Load(11000)]} if with_peer else {}) | rows,
+    )  # fmt: skip
+    return r
+
+
+def test_table_has_a_row_per_server_with_its_ratio():
+    text = render(report(with_peer=True))
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    assert set(rows) >= {GO, "stdlib-style", "async-style"}
+    assert "| 3,150 | 0.300 |" in rows["stdlib-style"]  # median of 3000/10000 and 3300/11000
+    assert "| 7,000 | 0.668 |" in rows["async-style"]  # median of 0.7 and 0.636
+    assert "AMD EPYC" in text and "make perf" in text
+
+
+def test_without_the_peer_the_ratio_column_is_empty_and_says_why():
+    text = render(report(with_peer=False))
+    stdlib = next(line for line in text.splitlines() if line.startswith("| stdlib-style"))
+    assert "| 3,150 | – |" in stdlib
+    assert "`go` is not installed" in text
