@@ -235,6 +235,15 @@ bench-local: $(VENV)/.installed ## benchmark the servers here, pinned apart from
 compare: $(VENV)/.installed ## compare two runs per server: P50, P99 and requests, and the change in percent (A, B)
 	@$(BIN)/python -m bench.compare "$(A)" "$(B)"
 
+## rounds of `perf`, each server and the Go peer alternating
+PERF_ROUNDS ?= 3
+## requests `perf` sends each server while sampling its RSS (0: skip that part)
+PERF_RSS_REQUESTS ?= 200000
+
+.PHONY: perf
+perf: $(VENV)/.installed ## each server on one core beside a Go net/http peer: req/s ratio, open-model p99, scaling, RSS (README "Performance")
+	$(BIN)/python -m bench.perf --rounds "$(PERF_ROUNDS)" --rss-requests "$(PERF_RSS_REQUESTS)"
+
 ##@ Reliability (this machine)
 
 ## requests `memory` sends before it compares the server's memory with its warm-up size
