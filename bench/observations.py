@@ -54,8 +54,9 @@ def throughput_lines(a: str, ma: Metrics, b: str, mb: Metrics, open_model: bool 
         (hi, thi), (lo, tlo) = sorted([(a, ta), (b, tb)], key=lambda x: -x[1])
         lines.append(f"{hi} served {_ratio(thi, tlo)} the requests per second of {lo} ({thi:,.0f} vs {tlo:,.0f} req/s).")
     ca, cb = ma["server_cpu_cores"]["mean"], mb["server_cpu_cores"]["mean"]
-    if ta and tb and ca and cb:
-        ea, eb = ta / ca, tb / cb
+    # Both over the whole run: the CPU mean includes the ramps, so the req/s must too.
+    if ma["rps"] and mb["rps"] and ca and cb:
+        ea, eb = ma["rps"] / ca, mb["rps"] / cb
         (hi, ehi), (lo, elo) = sorted([(a, ea), (b, eb)], key=lambda x: -x[1])
         lines.append(
             f"CPU efficiency: {hi} did {ehi:,.0f} req/s per busy core, {lo} {elo:,.0f} "
