@@ -52,7 +52,10 @@ def throughput_lines(a: str, ma: Metrics, b: str, mb: Metrics, open_model: bool 
     # In the open model k6 sets the rate, so a req/s ratio only restates the chosen rates.
     if ta and tb and not open_model:
         (hi, thi), (lo, tlo) = sorted([(a, ta), (b, tb)], key=lambda x: -x[1])
-        lines.append(f"{hi} served {_ratio(thi, tlo)} the requests per second of {lo} ({thi:,.0f} vs {tlo:,.0f} req/s).")
+        when = " at full load" if ma["rps_steady"] is not None and mb["rps_steady"] is not None else ""
+        lines.append(
+            f"{hi} served {_ratio(thi, tlo)} the requests per second of {lo} ({thi:,.0f} vs {tlo:,.0f} req/s{when})."
+        )
     ca, cb = ma["server_cpu_cores"]["mean"], mb["server_cpu_cores"]["mean"]
     # Both over the whole run: the CPU mean includes the ramps, so the req/s must too.
     if ma["rps"] and mb["rps"] and ca and cb:
