@@ -107,7 +107,10 @@ def verify_all(plan: Plan, summary: Summary) -> list[str]:
             with server_running(plan, server, f"{server}-verify") as live:
                 verdict = verify(server, int(live.base_url.rsplit(":", 1)[1]))
         except RuntimeError as error:
-            verdict = {"ok": False, "reason": f"it did not start: {str(error).splitlines()[0]}"}
+            # The server's own one-line complaint (settings.py) says more than "it exited".
+            lines = str(error).splitlines()
+            own = [line for line in lines if line.startswith(f"{server}: ")]
+            verdict = {"ok": False, "reason": f"it did not start: {(own or lines)[0]}"}
         summary["servers"][server] = {"verification": verdict, "rounds": [], "aggregate": None, "open": None}
         say(f"{server}: " + ("verified (" + verdict["reason"] + ")" if verdict["ok"] else "REFUSED, not measured: " + verdict["reason"]))
     return [s for s in plan.servers if summary["servers"][s]["verification"]["ok"]]

@@ -81,3 +81,15 @@ def test_a_constant_hash_is_refused(serve):
 def test_nothing_listening_is_refused(free_port):
     verdict = verify("async-style", free_port)
     assert not verdict["ok"] and "ConnectionRefusedError" in verdict["reason"]
+
+
+def test_a_server_that_does_not_start_is_refused_before_any_load(tmp_path):
+    from bench.local import Plan, verify_all
+
+    # WORKERS=0 makes the server's settings stop it at start with one line.
+    plan = Plan(["async-style"], "quick", 1, "0", [0], [0], "k6-unused", tmp_path)
+    plan.logs.mkdir()
+    summary = {"servers": {}}
+    assert verify_all(plan, summary) == []
+    reason = summary["servers"]["async-style"]["verification"]["reason"]
+    assert reason.startswith("it did not start: async-style: WORKERS") and "\n" not in reason
