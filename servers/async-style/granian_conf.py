@@ -31,10 +31,12 @@ BACKPRESSURE = 16384
 # Kubernetes waits terminationGracePeriodSeconds (30 s) before SIGKILL; in-flight requests
 # get 20 s to finish, leaving room for the preStop pause.
 WORKERS_KILL_TIMEOUT = 20
-# A request head must be complete this long after its first byte, else granian closes the
-# connection (default 30 s; measured: 200 trickling connections all closed at 10.0 s). Trickling clients cost granian no thread either way; this frees their
-# sockets sooner, and matches stdlib-style's HEAD_TIMEOUT (src/stdlib_style/worker.py).
-HEADER_READ_TIMEOUT_MS = 10_000
+# hyper's header read timeout runs from the moment a connection waits for a head, so it is
+# also granian's keep-alive idle timeout (measured: an idle kept-alive connection and a
+# connection trickling header bytes were both closed at exactly the timeout, with no answer).
+# 10 s would free trickling sockets sooner but close k6's idle connections sooner too; they cost
+# granian no thread, so it stays at the 30 s default, and gunicorn's keepalive is 75 s.
+HEADER_READ_TIMEOUT_MS = 30_000
 # uvloop, named rather than `auto` so a missing package fails the start instead of silently
 # falling back to asyncio. Server CPU per request, granian on one core, wrk on the other, 7
 # alternating rounds on a busy machine (medians): asyncio 147 µs, uvloop 120, rloop 123 (rloop is

@@ -34,7 +34,8 @@ from gunicorn.http.body import LengthReader
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 # A head must be complete this long after its first byte. Honest clients send the benchmark's
-# ~100-byte heads in one segment; granian's own deadline (granian_conf.py) is set to the same.
+# ~100-byte heads in one segment. (granian's deadline, 30 s, also bounds its keep-alive idle
+# time, so it is longer there: granian_conf.py. Here idle time is `keepalive`'s, 75 s.)
 HEAD_TIMEOUT = 10.0
 # nginx answers heads above 4 x 8 KiB with an error; the benchmark's heads are ~100 bytes. This
 # also bounds what 16,384 connections (worker_connections) can make the event loop buffer.
