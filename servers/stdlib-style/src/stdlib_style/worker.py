@@ -4,8 +4,11 @@ Stock gthread (gunicorn 26.2, `gunicorn/workers/gthread.py`) hands a connection 
 thread as soon as it is readable; the thread then reads the head with a blocking socket and no
 deadline. Measured here with `threads = 4` (servers/tests/test_reliability.py):
 
-- a client trickling header bytes holds a thread for as long as it likes, so 4 such clients
-  starve the worker and 200 of them stopped it answering anyone;
+- a client trickling header bytes holds a thread for as long as it likes, so as many such
+  clients as there are threads starve the worker (200 of them stopped it answering anyone);
+- a new connection holds a thread for up to 5 s waiting for its first byte, and a request whose
+  announced body never comes holds one for 5 s after its answer: 200 silent connections, or 200
+  such requests, left ordinary requests unanswered for minutes;
 - after a request, a keep-alive connection is parked until its socket is readable again, so
   requests the client pipelined behind the first one, already read into the parser's buffer,
   are never answered (the client waits for the keep-alive timeout);
@@ -16,7 +19,9 @@ deadline. Measured here with `threads = 4` (servers/tests/test_reliability.py):
 This worker keeps gthread's model (one event-loop thread that accepts and parks connections, a
 pool of threads that run the WSGI app) and moves the waiting onto the event loop: it reads the
 head without blocking until `\\r\\n\\r\\n` arrives, hands the thread the buffered bytes, serves
-pipelined requests in order from the buffer, and lingers on closing sockets without blocking.
+pipelined requests in order from the buffer, closes a connection whose unread body is not there
+yet instead of waiting for it, and lingers on closing sockets without blocking. At SIGTERM it
+takes the connections the kernel already queued before it closes the listening socket.
 A head that is not complete `HEAD_TIMEOUT` seconds after its first byte gets a 408, one larger
 than `HEAD_LIMIT` a 431; both then close.
 """
@@ -75,7 +80,7 @@ class HeadConn(TConn):
     def hand_over(self) -> None:
         """Give the read-ahead bytes to the parser, which reads them before the socket."""
         if self.head:
-            self.parser.unreader.unread(bytes(self.head))
+            self.parser.unreader.unread(self.head)
             self.head = b""
 
 
