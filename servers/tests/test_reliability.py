@@ -177,7 +177,7 @@ def test_slow_clients_do_not_starve_ordinary_requests(served, name):
 # -- the seed's load: 15,000 keep-alive connections on one worker ----------------------------
 
 SEED_CONNECTIONS = 15_000
-HOLD_SECONDS = 25
+HOLD_SECONDS = 20
 
 
 def raise_open_files(needed: int) -> None:
