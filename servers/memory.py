@@ -45,7 +45,9 @@ def wrk_round(port: int, seconds: int) -> int:
     pin = ["taskset", "-c", str(cpus[-1])] if len(cpus) >= 2 else []
     output = subprocess.run(
         [*pin, "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", f"http://127.0.0.1:{port}/hash"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     if "Socket errors" in output or "Non-2xx" in output:
         raise RuntimeError(f"wrk saw errors:\n{output}")
@@ -82,11 +84,17 @@ def main() -> None:
     print(f"{args.server}: GET /hash until {args.requests:,} requests; RSS of runner + worker after each round")
     print("| requests | RSS MiB |\n|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
-        samples = measure(args.server, args.requests, Path(tmp) / "log",
-                          progress=lambda s: print(f"| {s.requests:,} | {s.rss_mib:.1f} |", flush=True))
+        samples = measure(
+            args.server,
+            args.requests,
+            Path(tmp) / "log",
+            progress=lambda s: print(f"| {s.requests:,} | {s.rss_mib:.1f} |", flush=True),
+        )
     first, last = samples[0], samples[-1]
-    print(f"\n{args.server}: {first.rss_mib:.1f} MiB after {first.requests:,} warm-up requests, "
-          f"{last.rss_mib:.1f} MiB after {last.requests:,} ({last.rss_mib - first.rss_mib:+.1f} MiB)")
+    print(
+        f"\n{args.server}: {first.rss_mib:.1f} MiB after {first.requests:,} warm-up requests, "
+        f"{last.rss_mib:.1f} MiB after {last.requests:,} ({last.rss_mib - first.rss_mib:+.1f} MiB)"
+    )
 
 
 if __name__ == "__main__":

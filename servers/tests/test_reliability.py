@@ -83,10 +83,16 @@ MALFORMED = {
     "100 KB target": b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\n" + HOST + b"\r\n",
     "1 MB header": b"GET /health HTTP/1.1\r\n" + HOST + b"X-Big: " + b"a" * 1_000_000 + b"\r\n\r\n",
     "2,000 headers": b"GET /health HTTP/1.1\r\n" + HOST + b"".join(b"X-%d: v\r\n" % i for i in range(2000)) + b"\r\n",
-    "Content-Length and Transfer-Encoding": b"POST /hash HTTP/1.1\r\n" + HOST
-    + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /health HTTP/1.1\r\n" + HOST + b"\r\n",
-    "two different Content-Lengths": b"POST /hash HTTP/1.1\r\n" + HOST
-    + b"Content-Length: 0\r\nContent-Length: 41\r\n\r\nGET /health HTTP/1.1\r\n" + HOST + b"\r\n",
+    "Content-Length and Transfer-Encoding": b"POST /hash HTTP/1.1\r\n"
+    + HOST
+    + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /health HTTP/1.1\r\n"
+    + HOST
+    + b"\r\n",
+    "two different Content-Lengths": b"POST /hash HTTP/1.1\r\n"
+    + HOST
+    + b"Content-Length: 0\r\nContent-Length: 41\r\n\r\nGET /health HTTP/1.1\r\n"
+    + HOST
+    + b"\r\n",
     "negative Content-Length": b"POST /hash HTTP/1.1\r\n" + HOST + b"Content-Length: -1\r\n\r\n",
     "unknown Transfer-Encoding": b"POST /hash HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: foo\r\n\r\n",
     "NUL in a header value": b"GET /health HTTP/1.1\r\n" + HOST + b"X-A: a\x00b\r\n\r\n",
@@ -133,7 +139,9 @@ SLOW = {
     # A body announced and never sent (the app does not read bodies; the runner must not wait).
     "withholding an announced body": dict(first=b"POST /hash HTTP/1.1\r\nHost: bench\r\nContent-Length: 1000\r\n\r\n"),
     # `Connection: close`, then never reading or closing: the runner lingers for our FIN.
-    "never closing after Connection: close": dict(first=b"GET /health HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"),
+    "never closing after Connection: close": dict(
+        first=b"GET /health HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+    ),
     # Connected, silent.
     "connecting and sending nothing": dict(first=b""),
 }
@@ -233,9 +241,21 @@ def test_one_worker_holds_the_seeds_15000_keep_alive_connections(server, tmp_pat
         # a second would take a core from the server it measures.
         idle_fds = sum(p.num_fds() for p in tree)
         wrk = subprocess.Popen(
-            pinned(["wrk", "-t1", f"-c{SEED_CONNECTIONS}", f"-d{HOLD_SECONDS}s", "--timeout", "30s",
-                    f"http://127.0.0.1:{port}/hash"], 1),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            pinned(
+                [
+                    "wrk",
+                    "-t1",
+                    f"-c{SEED_CONNECTIONS}",
+                    f"-d{HOLD_SECONDS}s",
+                    "--timeout",
+                    "30s",
+                    f"http://127.0.0.1:{port}/hash",
+                ],
+                1,
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         peak = 0
         while wrk.poll() is None:
@@ -334,7 +354,9 @@ def test_sigterm_under_load_fails_no_request_in_flight(server, tmp_path):
     port, clients = free_port(), 16
     tally, stop = Tally(), threading.Event()
     with running(serve_command(server, port, workers=1), port, tmp_path / "log") as runner:
-        threads = [threading.Thread(target=keep_requesting, args=(port, stop, tally), daemon=True) for _ in range(clients)]
+        threads = [
+            threading.Thread(target=keep_requesting, args=(port, stop, tally), daemon=True) for _ in range(clients)
+        ]
         for thread in threads:
             thread.start()
         deadline = time.monotonic() + 30
@@ -346,9 +368,11 @@ def test_sigterm_under_load_fails_no_request_in_flight(server, tmp_path):
     stop.set()
     for thread in threads:
         thread.join(30)
-    print(f"{server}: {tally.ok} answered ({tally.ok - answered_before} after SIGTERM was sent), "
-          f"{tally.refused} refused, {tally.closed_idle} closed while idle, "
-          f"{tally.unanswered_on_reuse} unanswered on reuse and resent, {len(tally.failed)} failed")
+    print(
+        f"{server}: {tally.ok} answered ({tally.ok - answered_before} after SIGTERM was sent), "
+        f"{tally.refused} refused, {tally.closed_idle} closed while idle, "
+        f"{tally.unanswered_on_reuse} unanswered on reuse and resent, {len(tally.failed)} failed"
+    )
     assert exit_code == 0
     assert not tally.failed, f"{len(tally.failed)} requests failed in flight, e.g. {tally.failed[:3]}"
     assert tally.refused == clients, "every client ends refused, after the runner is gone"
@@ -370,6 +394,8 @@ def test_memory_stays_flat_over_many_requests(server, tmp_path):
     samples = measure(server, MEMORY_REQUESTS, tmp_path / "log")
     first, last = samples[0], samples[-1]
     growth = last.rss_mib - first.rss_mib
-    print(f"{server}: {first.rss_mib:.1f} MiB after {first.requests} warm-up requests, "
-          f"{last.rss_mib:.1f} MiB after {last.requests} ({growth:+.1f} MiB)")
+    print(
+        f"{server}: {first.rss_mib:.1f} MiB after {first.requests} warm-up requests, "
+        f"{last.rss_mib:.1f} MiB after {last.requests} ({growth:+.1f} MiB)"
+    )
     assert growth < MEMORY_GROWTH_MIB, [(s.requests, round(s.rss_mib, 1)) for s in samples]
