@@ -238,7 +238,7 @@ compare: $(VENV)/.installed ## compare two runs per server: P50, P99 and request
 ## rounds of `perf`, each server and the Go peer alternating
 PERF_ROUNDS ?= 3
 ## requests `perf` sends each server while sampling its RSS (0: skip that part)
-PERF_RSS_REQUESTS ?= 200000
+PERF_RSS_REQUESTS ?= 100000
 
 .PHONY: perf
 perf: $(VENV)/.installed ## each server on one core beside a Go net/http peer: req/s ratio, open-model p99, scaling, RSS (README "Performance")

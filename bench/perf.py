@@ -118,8 +118,9 @@ def render(report: Report) -> str:
     lines = [
         f"# perf — {m['when']}",
         "",
-        f"Machine: {m['cpu']}, {m['cpus']} CPUs usable, Linux {m['kernel']}, Python {m['python']}. "
-        f"Command: `{s['command']}`.",
+        f"Machine: {m['cpu']}, {m['cpus']} CPUs usable, Linux {m['kernel']}, Python {m['python']}"
+        + (f", load average {m['load_average'][0]:.1f} at the start" if m.get("load_average") else "")
+        + f". Command: `{s['command']}`.",
         "",
         f"## Throughput: one worker on CPU {s['server_cpu']}, `wrk -t1 -c{s['connections']}` on CPU {s['load_cpu']}",
         "",
@@ -339,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--open-seconds", type=int, default=15, help="0 skips the open-model runs")
     parser.add_argument("--no-scaling", dest="scaling", action="store_false")
-    parser.add_argument("--rss-requests", type=int, default=200_000, help="0 skips the memory runs")
+    parser.add_argument("--rss-requests", type=int, default=100_000, help="0 skips the memory runs")
     parser.add_argument("--results", type=Path, default=ROOT / "results")
     args = parser.parse_args(argv)
     args.make_args = [f"PERF_ROUNDS={args.rounds}", f"PERF_RSS_REQUESTS={args.rss_requests}"]
