@@ -7,8 +7,10 @@ mounted: neither runner writes outside /dev/shm, which Docker provides.
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
+import tarfile
 import subprocess
 import threading
 import time
@@ -119,6 +121,24 @@ def test_a_bad_setting_stops_the_container_with_one_line(server, images):
     assert result.returncode != 0
     lines = (result.stdout + result.stderr).strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"{server}: WORKERS must be "), lines
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("server", SERVERS)
+def test_live_update_can_sync_into_src_only_when_the_root_is_writable(server, images):
+    """Tilt copies edits in as a tar stream unpacked by `tar` as the container's user (10001)."""
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        edit = tarfile.TarInfo("edited.py")
+        edit.size = len(b"# edited\n")
+        tar.addfile(edit, io.BytesIO(b"# edited\n"))
+    unpack = ["--network", "host", "--entrypoint", "tar", images[server], "-x", "-C", "/app/src", "-f", "-"]
+    writable = subprocess.run(["docker", "run", "--rm", "-i", *unpack], input=archive.getvalue(), capture_output=True,
+                              timeout=120)
+    assert writable.returncode == 0, writable.stderr
+    read_only = subprocess.run(["docker", "run", "--rm", "-i", "--read-only", *unpack], input=archive.getvalue(),
+                               capture_output=True, timeout=120)
+    assert read_only.returncode != 0 and b"Read-only file system" in read_only.stderr, read_only.stderr
 
 
 @pytest.mark.parametrize("server", SERVERS)
