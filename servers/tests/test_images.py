@@ -146,3 +146,59 @@ def test_dockerfile_default_base_is_the_pinned_one(server):
     pinned = re.search(r"^PYTHON_BASE=(\S+)$", (ROOT / "versions.env").read_text(), re.MULTILINE).group(1)
     dockerfile = (ROOT / "servers" / server / "Dockerfile").read_text()
     assert re.findall(r"^ARG PYTHON_BASE=(\S+)$", dockerfile, re.MULTILINE) == [pinned]
+
+
+# --- servers/base/python-base.sh, with a stand-in docker ------------------------------------------
+
+BASE_SCRIPT = ROOT / "servers" / "base" / "python-base.sh"
+PUBLIC = "python:3.11.0-slim-bookworm"
+STANDIN_DOCKER = """#!/bin/bash
+echo "$*" >> "$CALLS"
+case "$1 $2" in
+  "info "*) exit "${INFO_EXIT:-0}" ;;
+  "image inspect") [[ " $HAVE " == *" $3 "* || ( "$3" == py-serving-bench/python-base:* && -n "$HAVE_OFFLINE" ) ]] ;;
+  "pull "*) echo 'Error response from daemon: dial tcp: lookup registry-1.docker.io: no such host' >&2; exit 1 ;;
+esac
+"""
+
+
+def python_base(tmp_path: Path, docker: bool = True, **env: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """Run the script with PATH holding only what it may use besides debootstrap, and docker if asked."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for tool in ("bash", "env", "cat", "cut", "sha256sum", "id", "mktemp", "tail"):
+        if not (bin_dir / tool).exists():
+            (bin_dir / tool).symlink_to(shutil.which(tool))
+    if docker:
+        (bin_dir / "docker").write_text(STANDIN_DOCKER)
+        (bin_dir / "docker").chmod(0o755)
+    calls = tmp_path / "calls"
+    result = subprocess.run([str(BASE_SCRIPT), PUBLIC], capture_output=True, text=True, timeout=60,
+                            env={"PATH": str(bin_dir), "CALLS": str(calls), **env})
+    return result, calls.read_text().splitlines() if calls.exists() else []
+
+
+def test_base_is_the_public_image_when_it_is_there(tmp_path):
+    result, calls = python_base(tmp_path, HAVE=PUBLIC)
+    assert result.returncode == 0 and result.stdout == PUBLIC + "\n", result.stderr
+    assert not any(call.startswith("pull") for call in calls)
+
+
+def test_base_is_the_cached_offline_one_when_no_registry_answers(tmp_path):
+    result, calls = python_base(tmp_path, HAVE_OFFLINE="1")
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(r"py-serving-bench/python-base:bookworm-[0-9a-f]{12}\n", result.stdout)
+    assert f"pull -q {PUBLIC}" in calls
+    assert "no such host" in result.stderr  # why the public image was not used
+
+
+@pytest.mark.parametrize("case, env, fix", [
+    ("no docker", {}, "install Docker"),
+    ("engine down", {"INFO_EXIT": "1"}, "start it"),
+    ("no registry, no debootstrap", {}, "apt-get install debootstrap"),
+])
+def test_base_script_errors_are_one_line_naming_the_fix(tmp_path, case, env, fix):
+    result, _ = python_base(tmp_path, docker=case != "no docker", **env)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if "python-base: " in line and fix in line]
+    assert len(errors) == 1, result.stderr
