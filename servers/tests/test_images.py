@@ -166,7 +166,7 @@ def python_base(tmp_path: Path, docker: bool = True, **env: str) -> tuple[subpro
     """Run the script with PATH holding only what it may use besides debootstrap, and docker if asked."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    for tool in ("bash", "env", "cat", "cut", "sha256sum", "id", "mktemp", "tail"):
+    for tool in ("bash", "env", "cat", "cut", "sed", "grep", "sha256sum", "id", "mktemp", "tail"):
         if not (bin_dir / tool).exists():
             (bin_dir / tool).symlink_to(shutil.which(tool))
     if docker:
