@@ -350,6 +350,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PerfError as error:
         print(f"perf: {error}", file=sys.stderr)
         return 2
+    except (subprocess.CalledProcessError, RuntimeError, TimeoutError) as error:
+        print(f"perf: a run failed ({error}); its logs are in {out / 'logs'}: read them, then run make perf again.", file=sys.stderr)
+        return 1
     text = render(report)
     (out / "perf.md").write_text(text)
     (out / "perf.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
