@@ -34,12 +34,19 @@ def latency_plot(summary: Summary, path: Path) -> Path:
     ax.set_xticks(range(len(PERCENTILES)), [k.upper() if k != "avg" else "Avg" for k in PERCENTILES])
     ax.set_ylabel("latency (ms), successful requests")
     ax.set_title(f"Latency, median over rounds — {summary['run_id']} ({summary['settings']['profile']})")
-    ax.legend()
+    _legend(ax)
     ax.margins(y=0.15)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
+
+
+def _legend(ax, **kwargs) -> None:
+    # A run whose series are all empty (a refused server, a cluster without cAdvisor) has nothing
+    # to label; matplotlib warns on an empty legend.
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
 
 
 def _series_lines(ax, summary: Summary, key: str, colours: dict[str, str], scale: float = 1.0) -> None:
@@ -62,7 +69,7 @@ def rps_plot(summary: Summary, path: Path) -> Path:
     ax.set_title(f"Throughput over time — {summary['run_id']}")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend()
+    _legend(ax)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
@@ -94,13 +101,13 @@ def resources_plot(summary: Summary, path: Path) -> Path:
     cpu.set_title(f"Server CPU (solid), k6 CPU (dashed), others on the same CPUs (dotted) — {summary['run_id']}", fontsize=10)
     cpu.set_ylim(bottom=0)
     cpu.grid(alpha=0.3)
-    cpu.legend(fontsize=8)
+    _legend(cpu, fontsize=8)
     _series_lines(mem, summary, "server_rss_mb", colours)
     mem.set_ylabel("RSS, all processes (MB)")
     mem.set_xlabel("seconds since k6 started (one line per round, later rounds fainter)")
     mem.set_ylim(bottom=0)
     mem.grid(alpha=0.3)
-    mem.legend(fontsize=8)
+    _legend(mem, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)

@@ -136,11 +136,11 @@ def default_workers(server_cpus: list[int] | None) -> str:
 
 def methodology(summary: Summary) -> str:
     s, machine, v = summary["settings"], summary["machine"], summary["versions"]
-    cpus = lambda c: "not pinned" if not c else f"CPU {','.join(map(str, c))} ({len(c)})"  # noqa: E731
+    cpus = lambda c: "not pinned to CPUs" if not c else f"pinned to CPU {','.join(map(str, c))} ({len(c)})"  # noqa: E731
     lines = [
         f"- Run `{summary['run_id']}`, {summary['created']}, {s['where']}: {machine['description']}",
         f"- Machine: {machine['cpu_model']}, {machine['cores']} cores, kernel {machine['kernel']}",
-        f"- Servers on {cpus(s['server_cpus'])}, k6 on {cpus(s['k6_cpus'])}",
+        f"- Servers {cpus(s['server_cpus'])}, k6 {cpus(s['k6_cpus'])}",
         f"- Workers per server: {s['workers'] or default_workers(s['server_cpus'])}",
         f"- Profile `{s['profile']}`, {s['rounds']} round(s), servers alternating each round: {', '.join(s['servers'])}",
         "- Versions: " + ", ".join(f"{k} {v[k]}" for k in sorted(v)),

@@ -58,3 +58,16 @@ def test_the_command_line_rewrites_a_report_and_fails_in_one_line_without_a_summ
     save(two_servers, tmp_path)
     assert main([str(tmp_path)]) == 0
     assert "Latency (successful requests only)" in capsys.readouterr().out
+
+
+def test_plots_of_a_run_without_samples_are_written_without_warnings(two_servers, tmp_path):
+    # A cluster run without cAdvisor, or a refused server, leaves every series empty; pytest turns
+    # matplotlib's "no artists with labels" warning into an error.
+    for server in two_servers["servers"].values():
+        for rnd in server["rounds"]:
+            rnd["series"] = {key: [None] * len(values) for key, values in rnd["series"].items()}
+    two_servers["settings"].update(server_cpus=[], k6_cpus=[])
+    save(two_servers, tmp_path)
+    report = write_report(tmp_path).read_text()
+    assert "Servers not pinned to CPUs, k6 not pinned to CPUs" in report
+    assert (tmp_path / "resources.png").read_bytes().startswith(b"\x89PNG")
