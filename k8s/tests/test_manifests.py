@@ -201,6 +201,11 @@ def test_every_server_container_is_hardened(path):
                 assert container[probe]["httpGet"] == {"path": "/health", "port": "http"}, f"{where}: {probe}"
             startup = container["startupProbe"]
             assert startup["periodSeconds"] * startup["failureThreshold"] >= 30, f"{where}: start-up budget"
+            # A saturated server answers /health seconds late; one replica marked unready takes
+            # the whole Service away mid-run, so readiness tolerates half a minute of silence.
+            ready = container["readinessProbe"]
+            assert ready["timeoutSeconds"] >= 10, f"{where}: readiness timeout"
+            assert ready["periodSeconds"] * ready["failureThreshold"] >= 30, f"{where}: readiness window"
 
             resources = container["resources"]
             for kind in ("cpu", "memory"):
