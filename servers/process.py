@@ -63,11 +63,14 @@ class Running:
 
 
 @contextmanager
-def running(command: Sequence[str], port: int, log: Path, env: dict[str, str] | None = None) -> Iterator[Running]:
+def running(
+    command: Sequence[str], port: int, log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Iterator[Running]:
     """Run `command` (listening on 127.0.0.1:`port`) for the duration of the block."""
     with open(log, "wb") as out:
         process = subprocess.Popen(
             list(command),
+            cwd=cwd,
             env={**os.environ, **(env or {})},
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -8,7 +8,8 @@ seed's load, 15,000 keep-alive connections against one pod; each says where it c
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
+SRC = Path(__file__).resolve().parent / "src"
+sys.path.insert(0, str(SRC))
 
 from granian.constants import HTTPModes, Interfaces, Loops  # noqa: E402
 from granian.http import HTTP1Settings  # noqa: E402
@@ -45,11 +46,21 @@ HEADER_READ_TIMEOUT_MS = 30_000
 LOOP = Loops.uvloop
 
 
-def build() -> Server:
+def build(argv: list[str]) -> Server:
+    # `--reload` is the one argument, for Tilt's live update (the Tiltfile passes it as container
+    # args, never the manifests): granian restarts its workers when a file under src/ changes,
+    # as gunicorn's own --reload does for stdlib-style.
+    if any(arg != "--reload" for arg in argv):
+        sys.exit(f"async-style: granian_conf.py takes only --reload, got {' '.join(argv)!r}.")
     try:
         settings = load()
     except SettingsError as error:
         sys.exit(f"async-style: {error}")
+    # Workers are forked from this process: left imported here, the package would be inherited as
+    # it was at start, and --reload (Tilt's live update) would keep serving an edited
+    # settings.py's old code. Each worker imports it afresh from src/.
+    for module in [name for name in sys.modules if name.partition(".")[0] == "async_style"]:
+        del sys.modules[module]
     return Server(
         "async_style.app:create_app",
         factory=True,
@@ -66,8 +77,13 @@ def build() -> Server:
         log_level=LogLevels(settings.log_level),
         log_access=settings.access_log,
         workers_kill_timeout=WORKERS_KILL_TIMEOUT,
+        # A crashed worker is replaced, as gunicorn's arbiter does, instead of granian exiting
+        # and taking the pod's other workers down with it.
+        respawn_failed_workers=True,
+        reload="--reload" in argv,
+        reload_paths=[SRC],
     )
 
 
 if __name__ == "__main__":
-    build().serve()
+    build(sys.argv[1:]).serve()

@@ -15,6 +15,11 @@ try:
     _settings = load()
 except SettingsError as error:
     sys.exit(f"stdlib-style: {error}")
+# Workers are forked from this process: left imported here, the package would be inherited as it
+# was at start, and --reload (Tilt's live update) would keep serving an edited settings.py's old
+# code. Each worker imports it afresh from src/.
+for _module in [name for name in sys.modules if name.partition(".")[0] == "stdlib_style"]:
+    del sys.modules[_module]
 
 wsgi_app = "stdlib_style.app:create_app()"
 bind = [f"{_settings.host}:{_settings.port}"]
