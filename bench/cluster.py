@@ -43,6 +43,7 @@ import yaml
 from bench.metrics import aggregate, steady_rps, usage
 from bench.model import SCHEMA_VERSION, Metrics, Series, Summary, save
 from bench.report import terminal_text, write_report
+from bench.versions import read_versions
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
@@ -509,11 +510,7 @@ def cross_check(prom: dict[str, float], k6: dict[str, float]) -> list[str]:
 
 def server_versions() -> dict[str, str]:
     """What the images hold: Python from versions.env's base image, packages from the lock files."""
-    env = {}
-    for line in (ROOT / "versions.env").read_text().splitlines():
-        key, sep, value = line.partition("=")
-        if sep and not key.strip().startswith("#"):
-            env[key.strip()] = value.strip()
+    env = read_versions()
     python = re.search(r":(\d+\.\d+(?:\.\d+)?)", env.get("PYTHON_BASE", ""))
     found = {"python": python.group(1) if python else "unknown", "k6": env.get("K6_VERSION", "unknown")}
     for lock in sorted((ROOT / "servers").glob("*/requirements.lock")):

@@ -12,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 
 from bench.model import Machine
+from bench.versions import read_versions
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("granian", "gunicorn", "falcon", "starlette", "orjson")
@@ -19,16 +20,6 @@ PACKAGES = ("granian", "gunicorn", "falcon", "starlette", "orjson")
 
 class SetupError(RuntimeError):
     """Something the run needs is missing or wrong; the message says how to fix it."""
-
-
-def versions_env() -> dict[str, str]:
-    pairs = {}
-    for line in (ROOT / "versions.env").read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            pairs[key.strip()] = value.strip()
-    return pairs
 
 
 def parse_cpus(text: str) -> list[int]:
@@ -63,7 +54,7 @@ def cpu_sets(server: str = "", k6: str = "") -> tuple[list[int], list[int]]:
 
 def k6_binary() -> tuple[str, str]:
     """The k6 to run and its version: the venv's (from requirements-dev.lock), else one on PATH of the same major."""
-    wanted = versions_env()["K6_VERSION"]
+    wanted = read_versions()["K6_VERSION"]
     candidates = [str(Path(sys.executable).parent / "k6"), str(ROOT / ".venv" / "bin" / "k6"), shutil.which("k6")]
     for candidate in filter(None, candidates):
         if not os.access(candidate, os.X_OK):

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from bench.model import Verification
-from servers.contract import VECTORS, check_hash, check_health, check_not_allowed
+from servers.contract import VECTORS, check_hash, check_health, check_not_allowed, request
 
 ROOT = Path(__file__).resolve().parents[1]
 # Distinct answers from a few calls show the hash depends on the time, as the contract says.
@@ -31,16 +31,6 @@ def check_vectors(server: str) -> None:
     for vector in VECTORS:
         got = hash_chain(vector["input"].encode(), vector["rounds"])
         assert got == vector["hex"], f"hash_chain({vector['input']!r}, {vector['rounds']}) = {got[:16]}…, expected {vector['hex'][:16]}…"
-
-
-def request(port: int, method: str, path: str) -> tuple[int, dict[str, str], bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        connection.request(method, path)
-        response = connection.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-    finally:
-        connection.close()
 
 
 def check_http(server: str, port: int) -> None:

@@ -20,25 +20,17 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script from iac/; the versions.env reader lives in bench/
+
+from bench.versions import read_versions  # noqa: E402
+
 KIND_CONFIG = ROOT / "kind-config.yaml"
 CTLPTL_CONFIG = ROOT / "ctlptl.yaml"
 HETZNER_CONFIG = ROOT / "iac" / "hetzner-k3s-cluster.yaml"
-VERSIONS = ROOT / "versions.env"
 
 
 class RenderError(Exception):
     """A problem the person running the command can fix; the message says how."""
-
-
-def read_versions(path: Path = VERSIONS) -> dict[str, str]:
-    """The KEY=value pairs of versions.env (comments and blank lines skipped)."""
-    versions = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            versions[key.strip()] = value.strip()
-    return versions
 
 
 def ctlptl_documents() -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import time
@@ -36,3 +37,14 @@ def check_health(status: int, headers: Mapping[str, str], body: bytes) -> None:
 def check_not_allowed(status: int, headers: Mapping[str, str]) -> None:
     assert status == 405
     assert {m.strip() for m in headers["allow"].split(",")} == ALLOWED
+
+
+def request(port: int, method: str, path: str, timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
+    """One request to 127.0.0.1:`port` on a fresh connection: status, lower-cased headers, body."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request(method, path)
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        connection.close()

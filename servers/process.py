@@ -93,3 +93,17 @@ def running(
     else:
         if process.poll() is None:
             server.stop()
+
+
+def established_connections(root: psutil.Process, port: int) -> int:
+    """Established connections to `port` held by `root` or any of its descendants: how a test
+    knows its requests were accepted by the server, not only queued by the kernel."""
+    count = 0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            count += sum(
+                1 for c in process.net_connections("tcp") if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port
+            )
+        except psutil.NoSuchProcess:
+            pass
+    return count

@@ -24,6 +24,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from bench.versions import read_versions
+
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".venv"
 STANDINS = ("kubectl", "helm", "ctlptl", "kind", "hetzner-k3s", "tilt", "docker")
@@ -283,8 +285,7 @@ def test_hetzner_up_creates_installs_and_deploys_and_never_leaks_the_token(make:
     # The Secret is made in a pipeline (create --dry-run | apply), whose two ends log in either order.
     before_helm = commands(make.calls())[: next(i for i, c in enumerate(make.calls()) if c[0] == "helm")]
     assert any(c.startswith("kubectl -n monitoring create secret generic grafana-admin") for c in before_helm)
-    versions = dict(line.split("=", 1) for line in (ROOT / "versions.env").read_text().splitlines()
-                    if line and not line.startswith("#"))
+    versions = read_versions()
     helm = [c for c in make.calls() if c[0] == "helm"]
     assert versions["KUBE_PROMETHEUS_STACK_CHART_VERSION"] in helm[0] and versions["K6_OPERATOR_CHART_VERSION"] in helm[1]
     config = (make.repo / ".build" / "hetzner" / "cluster.yaml").read_text()

@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from bench.machine import SetupError, cpu_sets, k6_binary, parse_cpus, versions_env
+from bench.machine import SetupError, cpu_sets, k6_binary, parse_cpus
+from bench.versions import read_versions
 
 
 def test_cpu_lists_read_like_taskset():
@@ -34,4 +35,4 @@ def test_cpus_outside_the_affinity_mask_are_refused():
 def test_the_venv_k6_has_the_pinned_major():
     path, version = k6_binary()
     assert os.access(path, os.X_OK)
-    assert version.split(".")[0] == versions_env()["K6_VERSION"].split(".")[0]
+    assert version.split(".")[0] == read_versions()["K6_VERSION"].split(".")[0]

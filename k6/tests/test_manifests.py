@@ -11,6 +11,7 @@ import sys
 import pytest
 import yaml
 
+from bench.versions import read_versions
 from servers.process import ROOT
 
 
@@ -44,8 +45,7 @@ SERVERS = sorted(p.parent.name for p in (ROOT / "servers").glob("*/pyproject.tom
 
 
 def versions() -> dict[str, str]:
-    pairs = (line.split("#")[0].strip() for line in (ROOT / "versions.env").read_text().splitlines())
-    return dict(pair.split("=", 1) for pair in pairs if "=" in pair)
+    return read_versions()
 
 
 @pytest.fixture(scope="module")

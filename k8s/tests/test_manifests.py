@@ -20,6 +20,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from bench.versions import read_versions
+
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 KUSTOMIZATIONS = ["k8s/base", "k8s/overlays/kind", "k8s/overlays/hetzner"]
@@ -30,12 +32,7 @@ COMMON_LABELS = {"app.kubernetes.io/part-of": "py-serving-bench", "app.kubernete
 
 
 def versions() -> dict[str, str]:
-    pairs = (
-        line.split("=", 1)
-        for line in (ROOT / "versions.env").read_text().splitlines()
-        if "=" in line and not line.startswith("#")
-    )
-    return {key.strip(): value.strip() for key, value in pairs}
+    return read_versions()
 
 
 def kubernetes_minor() -> str:

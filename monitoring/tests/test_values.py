@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bench.versions import read_versions
+
 ROOT = Path(__file__).resolve().parents[2]
 KPS_VALUES = ROOT / "monitoring" / "kube-prometheus-stack.values.yaml"
 K6_OPERATOR_VALUES = ROOT / "monitoring" / "k6-operator.values.yaml"
@@ -112,12 +114,7 @@ def get(values: dict, path: str):
 
 
 def versions() -> dict[str, str]:
-    pairs = (
-        line.split("=", 1)
-        for line in (ROOT / "versions.env").read_text().splitlines()
-        if "=" in line and not line.startswith("#")
-    )
-    return {key.strip(): value.strip() for key, value in pairs}
+    return read_versions()
 
 
 @pytest.mark.parametrize(("path", "known"), [(KPS_VALUES, KPS_KNOWN), (K6_OPERATOR_VALUES, K6_OPERATOR_KNOWN)])

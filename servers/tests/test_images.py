@@ -20,9 +20,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from servers.contract import SERVERS, check_hash, check_health, check_not_allowed
-from servers.process import running
-from servers.tests.test_runners import request, worker_connections
+from servers.contract import SERVERS, check_hash, check_health, check_not_allowed, request
+from servers.process import established_connections, running
 
 ROOT = Path(__file__).resolve().parents[2]
 # Its own tag, so a test run never replaces the stdlib-style:dev / async-style:dev a person is using.
@@ -91,7 +90,7 @@ def test_image_serves_the_contract_as_non_root_and_drains_on_docker_stop(server,
                 client.start()
             # Accepted by the runner (an open socket in one of its processes), not merely queued.
             deadline = time.monotonic() + 20
-            while worker_connections(runner, free_port) < in_flight:
+            while established_connections(runner, free_port) < in_flight:
                 assert time.monotonic() < deadline, "the requests never reached the server"
                 time.sleep(0.01)
             stopped = subprocess.run(["docker", "stop", "-t", str(GRACE), name], capture_output=True, text=True,

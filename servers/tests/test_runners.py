@@ -11,18 +11,8 @@ import time
 import psutil
 import pytest
 
-from servers.contract import SERVERS, check_hash, check_health, check_not_allowed
-from servers.process import running, serve_command
-
-
-def request(port: int, method: str, path: str, timeout: float = 30):
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        connection.request(method, path)
-        response = connection.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-    finally:
-        connection.close()
+from servers.contract import SERVERS, check_hash, check_health, check_not_allowed, request
+from servers.process import established_connections, running, serve_command
 
 
 @pytest.mark.parametrize("server", SERVERS)
@@ -61,19 +51,6 @@ def test_a_bad_setting_stops_the_start_with_one_line(server, name, value, free_p
     assert "Traceback" not in result.stderr
 
 
-def worker_connections(root: psutil.Process, port: int) -> int:
-    """Established connections to `port` held by `root` or any of its descendants."""
-    count = 0
-    for process in [root, *root.children(recursive=True)]:
-        try:
-            count += sum(
-                1 for c in process.net_connections("tcp") if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port
-            )
-        except psutil.NoSuchProcess:
-            pass
-    return count
-
-
 @pytest.mark.parametrize("server", SERVERS)
 def test_sigterm_lets_in_flight_requests_finish(server, free_port, tmp_path):
     # About a second of hashing per request, so SIGTERM lands while they are being served.
@@ -89,7 +66,7 @@ def test_sigterm_lets_in_flight_requests_finish(server, free_port, tmp_path):
             client.start()
         leader = psutil.Process(served.process.pid)
         deadline = time.monotonic() + 20
-        while worker_connections(leader, free_port) < in_flight:
+        while established_connections(leader, free_port) < in_flight:
             assert time.monotonic() < deadline, "the requests never reached the server"
             time.sleep(0.01)
         exit_code = served.stop()
