@@ -107,3 +107,32 @@ def established_connections(root: psutil.Process, port: int) -> int:
         except psutil.NoSuchProcess:
             pass
     return count
+
+
+def start_prometheus(workdir: Path, port: int, scrape_target: str, job: str) -> subprocess.Popen:
+    """Debian's Prometheus on 127.0.0.1:`port` with k6's remote-write receiver and native
+    histograms, scraping `scrape_target` (host:port) every second as `job`; returns once ready."""
+    config = workdir / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n"
+        f"scrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: ['{scrape_target}']\n"
+    )
+    log = workdir / "prometheus.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [
+                "prometheus", f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}", "--web.enable-remote-write-receiver",
+                # A no-op from Prometheus 3.9 (the cluster's); Debian's 2.42 rejects k6's histograms without it.
+                "--enable-feature=native-histograms",
+            ],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}/-/ready", process, timeout=60)
+    except (RuntimeError, TimeoutError) as error:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        raise RuntimeError(f"prometheus did not start ({error}): {log.read_text()[-2000:]}") from None
+    return process

@@ -16,7 +16,6 @@ import socket
 import subprocess
 import threading
 import time
-import urllib.request
 from contextlib import ExitStack
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,7 +25,7 @@ import pytest
 
 from bench import cluster
 from bench.model import load
-from servers.process import ROOT, running, serve_command
+from servers.process import ROOT, running, serve_command, start_prometheus
 
 K6 = ROOT / ".venv" / "bin" / "k6"
 SERVERS = ("stdlib-style", "async-style")
@@ -84,38 +83,6 @@ class Exporter:
             labels = f'namespace="{cluster.NAMESPACE}",pod="{pod}",container="{container}"'
             lines += [f"container_cpu_usage_seconds_total{{{labels}}} {cpu}", f"container_memory_rss{{{labels}}} {rss}"]
         return "\n".join(lines) + "\n"
-
-
-def start_prometheus(tmp_path: Path, port: int, exporter_port: int) -> subprocess.Popen:
-    config = tmp_path / "prometheus.yml"
-    # kubelet's cAdvisor is scraped every 15 s in the cluster; 1 s gives a 10 s smoke run samples.
-    config.write_text(
-        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: cadvisor\n"
-        f"    static_configs:\n      - targets: ['127.0.0.1:{exporter_port}']\n"
-    )
-    log = open(tmp_path / "prometheus.log", "wb")
-    process = subprocess.Popen(
-        ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--web.enable-remote-write-receiver",
-         # A no-op from Prometheus 3.9 (the cluster's); Debian's 2.42 rejects k6's histograms without it.
-         "--enable-feature=native-histograms"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-    )
-    log.close()
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"prometheus exited: {(tmp_path / 'prometheus.log').read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2) as response:
-                if response.status == 200:
-                    return process
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            raise TimeoutError("prometheus was not ready within 60 s")
-        time.sleep(0.1)
 
 
 def fraction(i: int, n: int) -> str:
@@ -193,7 +160,7 @@ def prometheus(tmp_path_factory):
     ports = [sock.getsockname()[1] for sock in sockets]
     for sock in sockets:
         sock.close()
-    process = start_prometheus(tmp_path, ports[0], exporter.port)
+    process = start_prometheus(tmp_path, ports[0], f"127.0.0.1:{exporter.port}", job="cadvisor")
     try:
         with pytest.MonkeyPatch.context() as patch:
             # Four of this Prometheus's 1 s scrapes, as the cluster's window is four of 15 s.

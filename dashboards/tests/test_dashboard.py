@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from servers.process import ROOT, running, serve_command
+from servers.process import ROOT, running, serve_command, start_prometheus
 
 DASHBOARD = ROOT / "dashboards" / "benchmark.json"
 K6 = ROOT / ".venv" / "bin" / "k6"
@@ -150,40 +150,6 @@ def get(url: str, params: dict | None = None, timeout: float = 10) -> tuple[int,
             return error.code, json.loads(error.read() or b"{}")
 
 
-def start_prometheus(tmp_path: Path, port: int, scrape: str) -> subprocess.Popen:
-    """Prometheus with k6's remote-write receiver, scraping `scrape` (host:port) every second."""
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n"
-        f"scrape_configs:\n  - job_name: cluster-stand-in\n    static_configs:\n      - targets: ['{scrape}']\n"
-    )
-    log = open(tmp_path / "prometheus.log", "wb")
-    process = subprocess.Popen(
-        [
-            "prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}", "--web.enable-remote-write-receiver",
-            # Native histograms are stable (and this flag a no-op) from Prometheus 3.9; Debian's 2.42 needs it.
-            "--enable-feature=native-histograms",
-        ],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-    )
-    log.close()
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"prometheus exited with {process.returncode}: {(tmp_path / 'prometheus.log').read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2) as response:
-                if response.status == 200:
-                    return process
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            raise TimeoutError("prometheus was not ready within 60 s")
-        time.sleep(0.1)
-
-
 # The cluster's own series, as cAdvisor (kubelet) and kube-state-metrics label them: the server
 # pods of Deployment <server> (container `server`), the k6 runner pods of Job k6-<server>-1
 # (container `k6`), and decoys the panels must leave out: the initializer pod, the pod-level
@@ -277,7 +243,7 @@ def k6_run(tmp_path_factory):
     servers = sorted(render.env_value(testrun, "SERVER") for testrun in testruns)
     with ExitStack() as stack:
         scrape = stack.enter_context(cluster_stand_in(servers))
-        prometheus = start_prometheus(tmp_path, prom_port, scrape)
+        prometheus = start_prometheus(tmp_path, prom_port, scrape, job="cluster-stand-in")
         stack.callback(prometheus.wait, 30)
         stack.callback(prometheus.terminate)
         with ExitStack() as load:
