@@ -68,10 +68,15 @@ def test_ctlptl_declares_the_registry_and_the_cluster_without_repeating_the_node
     assert cluster["name"] == f"kind-{load('kind-config.yaml')['name']}"
 
 
-def test_render_kind_embeds_kind_config_in_the_ctlptl_cluster():
-    result = subprocess.run(
-        [sys.executable, "iac/render_cluster.py", "kind"], cwd=ROOT, capture_output=True, text=True, timeout=60
+def render_cli(*args: str) -> subprocess.CompletedProcess:
+    """iac/render_cluster.py run as the Makefile runs it, from the repo root."""
+    return subprocess.run(
+        [sys.executable, "iac/render_cluster.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
+
+
+def test_render_kind_embeds_kind_config_in_the_ctlptl_cluster():
+    result = render_cli("kind")
     assert result.returncode == 0, result.stderr
     documents = list(yaml.safe_load_all(result.stdout))
     [cluster] = [doc for doc in documents if doc["kind"] == "Cluster"]
@@ -145,13 +150,7 @@ def test_render_hetzner_fills_version_and_networks():
 
 
 def test_render_hetzner_cli_writes_yaml_hetzner_k3s_can_read():
-    result = subprocess.run(
-        [sys.executable, "iac/render_cluster.py", "hetzner", "--allowed-networks", "203.0.113.4, 198.51.100.0/24"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = render_cli("hetzner", "--allowed-networks", "203.0.113.4, 198.51.100.0/24")
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load(result.stdout)
     assert config["networking"]["allowed_networks"]["ssh"] == ["203.0.113.4/32", "198.51.100.0/24"]
@@ -177,13 +176,7 @@ def test_render_hetzner_refuses_networks_that_are_open_or_wrong(networks, messag
 
 
 def test_render_hetzner_cli_says_what_to_pass_and_exits_2():
-    result = subprocess.run(
-        [sys.executable, "iac/render_cluster.py", "hetzner", "--allowed-networks", "0.0.0.0/0"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = render_cli("hetzner", "--allowed-networks", "0.0.0.0/0")
     assert result.returncode == 2
     assert result.stdout == ""
     assert "--allowed-networks" in result.stderr and len(result.stderr.strip().splitlines()) == 1
