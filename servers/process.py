@@ -136,3 +136,15 @@ def start_prometheus(workdir: Path, port: int, scrape_target: str, job: str) -> 
             process.wait()
         raise RuntimeError(f"prometheus did not start ({error}): {log.read_text()[-2000:]}") from None
     return process
+
+
+def scheduling_policies(process: psutil.Process) -> set[int]:
+    """The scheduling policy of every thread of `process` (field 41 of /proc/PID/task/TID/stat)."""
+    policies = set()
+    for task in Path(f"/proc/{process.pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rpartition(")")[2].split()
+        except FileNotFoundError:  # a thread that ended meanwhile
+            continue
+        policies.add(int(fields[41 - 3]))
+    return policies

@@ -16,7 +16,7 @@ from granian.http import HTTP1Settings  # noqa: E402
 from granian.log import LogLevels  # noqa: E402
 from granian.server import Server  # noqa: E402
 
-from async_style.settings import SettingsError, load  # noqa: E402
+from async_style.settings import SettingsError, apply_sched_policy, load  # noqa: E402
 
 # The kernel caps the accept queue at net.core.somaxconn (4096 on this machine's kernel);
 # asking for more lets a node tuned higher use it. Measured: wrk opening 15,000 connections at
@@ -56,6 +56,9 @@ def build(argv: list[str]) -> Server:
         settings = load()
     except SettingsError as error:
         sys.exit(f"async-style: {error}")
+    # Before granian starts a thread or a worker, so that all of them inherit it (settings.py).
+    if refused := apply_sched_policy(settings.sched_policy):
+        print(f"async-style: {refused}", file=sys.stderr)
     # Workers are forked from this process: left imported here, the package would be inherited as
     # it was at start, and --reload (Tilt's live update) would keep serving an edited
     # settings.py's old code. Each worker imports it afresh from src/.

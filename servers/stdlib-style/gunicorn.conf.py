@@ -9,12 +9,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
-from stdlib_style.settings import SettingsError, load  # noqa: E402
+from stdlib_style.settings import SettingsError, apply_sched_policy, load  # noqa: E402
 
 try:
     _settings = load()
 except SettingsError as error:
     sys.exit(f"stdlib-style: {error}")
+# In the arbiter, before it forks a worker or a worker starts its threads, so that all of them
+# inherit it (settings.py).
+if _refused := apply_sched_policy(_settings.sched_policy):
+    print(f"stdlib-style: {_refused}", file=sys.stderr)
 # Workers are forked from this process: left imported here, the package would be inherited as it
 # was at start, and --reload (Tilt's live update) would keep serving an edited settings.py's old
 # code. Each worker imports it afresh from src/.

@@ -8,6 +8,7 @@ mounted: neither runner writes outside /dev/shm, which Docker provides.
 from __future__ import annotations
 
 import io
+import os
 import re
 import shutil
 import tarfile
@@ -21,7 +22,7 @@ import psutil
 import pytest
 
 from servers.contract import SERVERS, check_hash, check_health, check_not_allowed, request
-from servers.process import established_connections, running
+from servers.process import established_connections, running, scheduling_policies
 
 ROOT = Path(__file__).resolve().parents[2]
 # Its own tag, so a test run never replaces the stdlib-style:dev / async-style:dev a person is using.
@@ -72,6 +73,8 @@ def test_image_serves_the_contract_as_non_root_and_drains_on_docker_stop(server,
             for process in processes:
                 assert process.uids().effective == APP_USER and process.gids().effective == APP_USER, process
                 assert process.status() != psutil.STATUS_ZOMBIE, process
+                # SCHED_POLICY's default holds without any capability (settings.apply_sched_policy).
+                assert scheduling_policies(process) == {os.SCHED_BATCH}, process
             # WORKERS is unset: the runner sizes itself to the container's CPU quota, one here.
             assert len(runner.children()) == 1, [p.cmdline() for p in runner.children()]
 

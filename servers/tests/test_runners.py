@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from servers.contract import SERVERS, check_hash, check_health, check_not_allowed, request
-from servers.process import established_connections, running, serve_command
+from servers.process import established_connections, running, scheduling_policies, serve_command
 
 
 @pytest.mark.parametrize("server", SERVERS)
@@ -49,6 +49,23 @@ def test_a_bad_setting_stops_the_start_with_one_line(server, name, value, free_p
     lines = [line for line in result.stderr.splitlines() if line.startswith(f"{server}: ")]
     assert lines and lines[0].startswith(f"{server}: {name} must be "), result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("policy, expected", [("", os.SCHED_BATCH), ("other", os.SCHED_OTHER)], ids=["default", "other"])
+def test_the_runner_its_workers_and_their_threads_run_under_sched_policy(server, policy, expected, free_port, tmp_path):
+    with running(serve_command(server, free_port, workers=2), free_port, tmp_path / "log",
+                 env={"SCHED_POLICY": policy}) as served:
+        for _ in range(20):  # gthread starts its pool threads on demand
+            check_hash(*request(free_port, "GET", "/hash"), source=server)
+        runner, = psutil.Process(served.process.pid).children()  # make's child
+        processes = [runner, *runner.children(recursive=True)]
+        assert len(processes) >= 3, [p.cmdline() for p in processes]
+        threads = sum(p.num_threads() for p in processes)
+        assert threads > len(processes), "the workers should have started their threads"
+        for process in processes:
+            assert scheduling_policies(process) == {expected}, process.cmdline()
+    assert "SCHED_POLICY" not in (tmp_path / "log").read_text(), "no refusal was expected here"
 
 
 @pytest.mark.parametrize("server", SERVERS)

@@ -1,6 +1,8 @@
 """Settings from the environment, including CPU quotas read from cgroup files given as fixtures."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import async_style.settings
@@ -20,6 +22,7 @@ def settings(request):
 def test_defaults(settings):
     loaded = settings.load({})
     assert (loaded.port, loaded.hash_iterations, loaded.log_level, loaded.access_log) == (8080, 100, "info", False)
+    assert loaded.sched_policy == "batch"
     assert loaded.host == "127.0.0.1"
     assert 1 <= loaded.workers <= AFFINITY
     assert loaded.source == settings.SERVER_NAME
@@ -27,10 +30,11 @@ def test_defaults(settings):
 
 def test_values_are_read(settings):
     loaded = settings.load(
-        {"HOST": "0.0.0.0", "PORT": "9000", "WORKERS": "3", "HASH_ITERATIONS": "7", "LOG_LEVEL": "WARNING", "ACCESS_LOG": "on"}
+        {"HOST": "0.0.0.0", "PORT": "9000", "WORKERS": "3", "HASH_ITERATIONS": "7", "LOG_LEVEL": "WARNING", "ACCESS_LOG": "on",
+         "SCHED_POLICY": " Other "}
     )
     assert (loaded.host, loaded.port, loaded.workers, loaded.hash_iterations) == ("0.0.0.0", 9000, 3, 7)
-    assert (loaded.log_level, loaded.access_log) == ("warning", True)
+    assert (loaded.log_level, loaded.access_log, loaded.sched_policy) == ("warning", True, "other")
 
 
 @pytest.mark.parametrize(
@@ -45,14 +49,46 @@ def test_values_are_read(settings):
         ("HASH_ITERATIONS", "0"),
         ("LOG_LEVEL", "loud"),
         ("ACCESS_LOG", "maybe"),
+        ("SCHED_POLICY", "fifo"),
     ],
 )
 def test_bad_values_name_the_variable_and_what_it_accepts(settings, name, value):
     with pytest.raises(settings.SettingsError) as error:
         settings.load({name: value})
     message = str(error.value)
-    assert message.startswith(f"{name} must be ") and repr(value.strip().lower() if name in ("LOG_LEVEL", "ACCESS_LOG") else value) in message
+    assert message.startswith(f"{name} must be ") and repr(value.strip().lower() if name in ("LOG_LEVEL", "ACCESS_LOG", "SCHED_POLICY") else value) in message
     assert "\n" not in message
+
+
+# Run in a child interpreter: the policy would otherwise stay on pytest's own thread.
+APPLY = """
+import os, sys
+sys.path.insert(0, {src!r})
+from {package}.settings import apply_sched_policy
+os.sched_setscheduler(0, {start}, os.sched_param(0))
+print(apply_sched_policy({policy!r}), os.sched_getscheduler(0))
+"""
+
+
+@pytest.mark.parametrize("policy, start, expected", [("batch", os.SCHED_OTHER, os.SCHED_BATCH), ("other", os.SCHED_BATCH, os.SCHED_OTHER)])
+def test_apply_sched_policy_sets_the_policy(settings, policy, start, expected):
+    src = Path(settings.__file__).parents[1]
+    code = APPLY.format(src=str(src), package=settings.__name__.split(".")[0], start=start, policy=policy)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
+    assert result.stdout.split() == ["None", str(expected)]
+
+
+def test_apply_sched_policy_reports_a_refusal_in_one_line(settings, monkeypatch):
+    def refuse(pid, policy, param):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refuse)
+    assert settings.apply_sched_policy("batch") == (
+        "SCHED_POLICY=batch was refused (Operation not permitted); running under the current policy."
+    )
+    monkeypatch.delattr(os, "sched_setscheduler")
+    assert settings.apply_sched_policy("batch") == "SCHED_POLICY=batch needs Linux; running under the default policy."
+    assert settings.apply_sched_policy("other") is None
 
 
 def write(path: Path, text: str) -> None:
