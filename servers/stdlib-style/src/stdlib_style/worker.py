@@ -23,16 +23,20 @@ pipelined requests in order from the buffer, closes a connection whose unread bo
 yet instead of waiting for it, and lingers on closing sockets without blocking. At SIGTERM it
 takes the connections the kernel already queued before it closes the listening socket.
 A head that is not complete `HEAD_TIMEOUT` seconds after its first byte gets a 408, one larger
-than `HEAD_LIMIT` a 431; both then close.
+than `HEAD_LIMIT` a 431; both then close. Its pool threads take connections from a plain queue
+instead of a `ThreadPoolExecutor` (`RequestThreads`), which is cheaper per request.
 """
 
 from __future__ import annotations
 
 import errno
+import queue
 import selectors
 import socket
+import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import Future
 from functools import partial
 
 from gunicorn.http.body import LengthReader
@@ -84,6 +88,48 @@ class HeadConn(TConn):
             self.head = b""
 
 
+class RequestThreads:
+    """gthread's pool of request threads, fed through a C `queue.SimpleQueue`.
+
+    gthread's `ThreadPoolExecutor` costs every request a `Future` (with its `Condition`), a
+    work item and a done-callback before the event loop hears back; here a thread takes the
+    connection off the queue, runs it and queues the outcome for the event loop itself.
+    Measured (one worker on CPU 0, `wrk -t1 -c50` on CPU 1, alternating rounds beside the Go
+    peer, medians of server CPU per request): stdlib-style 410 -> 333 us over 8 rounds (0.16x ->
+    0.20x of the Go peer's req/s); gunicorn serving a raw WSGI callable 284 -> 256 us over 6.
+    """
+
+    def __init__(self, worker: HeadFirstWorker, size: int) -> None:
+        self.jobs: queue.SimpleQueue[HeadConn | None] = queue.SimpleQueue()
+        # Daemons, as the worker must exit when its graceful timeout is over, not when a stuck
+        # request ends (the executor's threads were joined at exit).
+        self.threads = [
+            threading.Thread(target=self.serve, args=(worker,), name=f"request-{n}", daemon=True) for n in range(size)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def submit(self, conn: HeadConn) -> None:
+        self.jobs.put(conn)
+
+    def serve(self, worker: HeadFirstWorker) -> None:
+        handle, defer, finish = worker.handle, worker.method_queue.defer, worker.finish_request
+        while (conn := self.jobs.get()) is not None:
+            try:
+                keepalive = handle(conn)  # gthread's handle answers and logs the app's errors
+            except BaseException:
+                worker.log.exception("Error handling request")
+                keepalive = False
+            defer(finish, conn, keepalive)
+
+    def shutdown(self, wait: bool = True, **_: object) -> None:
+        for _ in self.threads:
+            self.jobs.put(None)
+        if wait:
+            for thread in self.threads:
+                thread.join()
+
+
 class HeadFirstWorker(ThreadWorker):
     """gthread with request heads read on the event loop; see the module docstring."""
 
@@ -101,6 +147,12 @@ class HeadFirstWorker(ThreadWorker):
         self.idle: OrderedDict[HeadConn, float] = OrderedDict()  # no byte of the next head yet
         self.reading: OrderedDict[HeadConn, float] = OrderedDict()  # part of a head
         self.closing: OrderedDict[HeadConn, float] = OrderedDict()  # our FIN sent, awaiting theirs
+
+    def get_thread_pool(self) -> RequestThreads:
+        return RequestThreads(self, self.cfg.threads)
+
+    def enqueue_req(self, conn: HeadConn) -> None:
+        self.tpool.submit(conn)
 
     # -- accepting -------------------------------------------------------------------------
 
@@ -216,11 +268,8 @@ class HeadFirstWorker(ThreadWorker):
         finally:
             conn.sock.setblocking(True)
 
-    def finish_request(self, conn: HeadConn, fs) -> None:
-        try:
-            keepalive = fs.result() if not fs.cancelled() else False
-        except Exception:
-            keepalive = False
+    def finish_request(self, conn: HeadConn, keepalive: object) -> None:
+        """On the event loop, with what `handle` returned for `conn` (RequestThreads.serve)."""
         if keepalive is True and not conn.is_http2:
             if complete(conn.head):
                 conn.sock.setblocking(False)
@@ -229,8 +278,11 @@ class HeadFirstWorker(ThreadWorker):
                 self.await_head(conn)
             return
         if keepalive is not False:
-            # TLS and HTTP/2 connections, and gthread's defer: its own bookkeeping.
-            super().finish_request(conn, fs)
+            # TLS and HTTP/2 connections, and gthread's defer: its own bookkeeping, which reads
+            # the outcome from the executor's Future.
+            done: Future = Future()
+            done.set_result(keepalive)
+            super().finish_request(conn, done)
             return
         self.close_gracefully(conn)
 
