@@ -7,9 +7,10 @@
 1. throughput: each server (WORKERS=1, pinned to CPU 0) and the Go peer (CPU 0 too) answer
    `wrk -t1 -c50` pinned to CPU 1, alternating A B C for `--rounds` rounds; the ratio is the
    median of the per-round ratios server ÷ Go, so a noisy neighbour hits both sides of a round;
-2. open model: at half of each server's median maximum, a constant arrival rate from k6
-   (`k6/bench.js`, PROFILE=open, k6 pinned to CPU 1) against the server, then against the Go
-   peer at the same rate: the p99s side by side;
+2. open model: at half of each server's median maximum, a constant arrival rate from
+   bench/openloop.py (pinned to CPU 1; k6 alone on one CPU cannot generate these rates, its
+   docstring says how that was measured) against the server, then against the Go peer at the
+   same rate: the p99s side by side;
 3. scaling: WORKERS=2 on both CPUs, wrk sharing them, beside WORKERS=1 on one CPU;
 4. memory: RSS of the runner and its one worker every few seconds of wrk load
    (servers/memory.py), start against end.
@@ -148,11 +149,13 @@ def render(report: Report) -> str:
             "",
             "## Open model: constant arrival rate at half of each server's median maximum",
             "",
-            f"k6 `constant-arrival-rate` (k6/bench.js, PROFILE=open) on CPU {s['load_cpu']} for "
-            f"{s['open_seconds']} s against the server, then against the Go peer at the same rate.",
+            f"[`bench/openloop.py`](../../bench/openloop.py) (wrk2's method: fixed intended send times on "
+            f"{CONNECTIONS} keep-alive connections, latency from the intended time) on CPU {s['load_cpu']} for "
+            f"{s['open_seconds']} s against the server, then against the Go peer at the same rate. The last "
+            "column is the generator's CPU share in each run: near 1.0, the generator was the bottleneck.",
             "",
-            "| server | rate (req/s) | p50 | p99 | Go p99 at that rate | p99 ÷ Go p99 | dropped (server / Go) |",
-            "|---|---:|---:|---:|---:|---:|---|",
+            "| server | rate (req/s) | p50 | p99 | Go p99 at that rate | p99 ÷ Go p99 | errors (server / Go) | generator CPU (server / Go) |",
+            "|---|---:|---:|---:|---:|---:|---|---|",
         ]
         for name, row in report.open_model.items():
             mine, go = row["server"], row.get("go") or {}
@@ -160,7 +163,7 @@ def render(report: Report) -> str:
             lines.append(
                 f"| {name} | {row['rate']:,} | {_num(mine['p50_ms'], 2, ' ms')} | {_num(mine['p99_ms'], 2, ' ms')} "
                 f"| {_num(go.get('p99_ms'), 2, ' ms')} | {_num(quotient, 2)} "
-                f"| {mine['dropped']:,} / {go['dropped'] if go else '–'} |"
+                f"| {mine['errors']:,} / {_num(go.get('errors'))} | {mine['cpu_share']:.2f} / {_num(go.get('cpu_share'), 2)} |"
             )
     if report.scaling:
         lines += [
@@ -259,20 +262,15 @@ def serve_and_load(name: str, peer: Path | None, cpus: str, workers: int, log: P
         return load(port)
 
 
-def k6_open(port: int, cpu: str, server: str, rate: int, seconds: int, summary: Path, log: Path) -> dict:
-    k6 = ROOT / ".venv" / "bin" / "k6"
-    env = {"TARGET": f"http://127.0.0.1:{port}", "SERVER": server, "PROFILE": "open", "RATE": str(rate),
-           "DURATION": f"{seconds}s", "SUMMARY": str(summary)}  # fmt: skip
-    flags = [x for key, value in env.items() for x in ("-e", f"{key}={value}")]
-    with open(log, "wb") as out:
-        subprocess.run(["taskset", "-c", cpu, str(k6), "run", "--quiet", "--no-usage-report", *flags, str(ROOT / "k6" / "bench.js")],
-                       stdout=out, stderr=subprocess.STDOUT, check=False)  # fmt: skip
-    if not summary.is_file():
-        raise PerfError(f"k6 wrote no summary ({log}): run `make perf` again, or read the log.")
-    data = json.loads(summary.read_text())
-    duration = data.get("http_req_duration") or {}
-    return {"p50_ms": duration.get("p50"), "p99_ms": duration.get("p99"), "dropped": int(data["dropped_iterations"]["count"]),
-            "requests": int(data["http_reqs"]["count"])}  # fmt: skip
+def open_loop(port: int, cpu: str, rate: int, seconds: int, log: Path) -> dict:
+    """bench/openloop.py pinned to `cpu`: its result (p50_ms, p99_ms, cpu_share, errors, ...)."""
+    with open(log, "wb") as err:
+        done = subprocess.run(["taskset", "-c", cpu, sys.executable, "-m", "bench.openloop", "--url",
+                               f"http://127.0.0.1:{port}/hash", "--rate", str(rate), "--seconds", str(seconds)],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=err, check=False)  # fmt: skip
+    if done.returncode != 0:
+        raise PerfError(f"the open-model generator failed ({log}): read the log, then run make perf again.")
+    return json.loads(done.stdout)
 
 
 def run(args: argparse.Namespace, out: Path) -> Report:
@@ -311,8 +309,8 @@ def run(args: argparse.Namespace, out: Path) -> Report:
                 for who in ([name] + ([GO] if peer else [])):
                     row["server" if who == name else "go"] = serve_and_load(
                         who, peer, server_cpu, 1, logs / f"open-{name}-{who}.log",
-                        lambda port, who=who: k6_open(port, load_cpu, "go" if who == GO else who, rate, args.open_seconds,
-                                                      logs / f"open-{name}-{who}.json", logs / f"open-{name}-{who}.k6.log"),
+                        lambda port, who=who: open_loop(port, load_cpu, rate, args.open_seconds,
+                                                        logs / f"open-{name}-{who}.openloop.log"),
                     )  # fmt: skip
                     say(f"open {name} at {rate:,} req/s, {who}: p99 {row['server' if who == name else 'go']['p99_ms']} ms")
                 report.open_model[name] = row

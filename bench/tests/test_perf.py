@@ -75,3 +75,13 @@ def test_without_the_peer_the_ratio_column_is_empty_and_says_why():
     stdlib = next(line for line in text.splitlines() if line.startswith("| stdlib-style"))
     assert "| 3,150 | – |" in stdlib
     assert "`go` is not installed" in text
+
+
+def test_open_model_rows_put_the_p99s_side_by_side_with_the_generator_load():
+    r = report(with_peer=True)
+    r.open_model = {
+        "async-style": {"rate": 5000, "server": {"p50_ms": 0.8, "p99_ms": 2.7, "errors": 0, "cpu_share": 0.28},
+                        "go": {"p50_ms": 0.4, "p99_ms": 1.8, "errors": 0, "cpu_share": 0.31}},
+    }  # fmt: skip
+    row = next(line for line in render(r).splitlines() if line.startswith("| async-style | 5,000"))
+    assert row == "| async-style | 5,000 | 0.80 ms | 2.70 ms | 1.80 ms | 1.50 | 0 / 0 | 0.28 / 0.31 |"

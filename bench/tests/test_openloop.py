@@ -1,0 +1,100 @@
+"""bench/openloop.py against a small threaded HTTP/1.1 server in the test process."""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from bench import openloop
+from bench.openloop import OpenLoopError, percentile
+
+
+@contextmanager
+def server(status: int = 200, stall_at: int = -1, stall_s: float = 0.0):
+    """Answers every GET with `status`; request number `stall_at` (0-based) waits `stall_s` first."""
+    seen = {"n": 0}
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body are two writes
+
+        def do_GET(self):
+            with lock:
+                n = seen["n"]
+                seen["n"] += 1
+            if n == stall_at:
+                time.sleep(stall_s)
+            body = b'{"ok":true}'
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/hash"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_it_keeps_the_intended_rate_and_measures_every_answer():
+    with server() as url:
+        result = openloop.run(url, rate=200, seconds=1.5, connections=5)
+    assert 290 <= result.requests <= 310, result
+    assert result.errors == 0
+    assert result.late <= 15, result  # a busy test machine may delay a few sends past 10 ms
+    assert 170 <= result.achieved_rps <= 230, result
+    assert 0 < result.p50_ms <= result.p99_ms <= result.max_ms
+    assert 0 < result.cpu_share < 1
+
+
+def test_a_stall_counts_against_every_request_queued_behind_it():
+    # One connection at 100/s; the 20th answer takes 0.5 s. A closed-loop client would record one
+    # slow request; here the ~50 requests intended during the stall wait for it and say so.
+    with server(stall_at=20, stall_s=0.5) as url:
+        result = openloop.run(url, rate=100, seconds=1.5, connections=1)
+    assert result.errors == 0
+    assert result.late >= 40, result  # sent more than 10 ms after their intended time
+    assert result.p90_ms > 100, result  # a third of the run's requests waited behind the stall
+    assert result.max_ms >= 500, result
+
+
+def test_answers_other_than_2xx_are_errors():
+    with server(status=503) as url:
+        result = openloop.run(url, rate=100, seconds=0.5, connections=2)
+    assert result.requests > 0 and result.errors == result.requests
+
+
+def test_an_unreachable_server_is_one_line_naming_the_check(free_port, capsys):
+    with pytest.raises(OpenLoopError, match=r"cannot connect to 127\.0\.0\.1:\d+ .*is the server up\?$"):
+        openloop.run(f"http://127.0.0.1:{free_port}/hash", rate=10, seconds=0.2)
+    assert openloop.main(["--url", f"http://127.0.0.1:{free_port}/", "--rate", "10", "--seconds", "0.2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("openloop: cannot connect") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("url, rate", [("https://example.test/", 10), ("http://127.0.0.1:1/", 0)])
+def test_bad_arguments_are_refused(url, rate):
+    with pytest.raises(OpenLoopError):
+        openloop.run(url, rate=rate, seconds=1)
+
+
+def test_percentile_is_nearest_rank():
+    values = sorted(float(v) for v in range(1, 101))
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 99.9) == 100.0
+    assert percentile(values, 100) == 100.0
+    assert percentile([], 99) is None
