@@ -49,7 +49,6 @@ class Result:
     max_ms: float | None
     cpu_share: float  # the generator's CPU seconds / wall seconds: near 1.0 means it was the bottleneck
     late: int  # requests sent more than 10 ms after their intended time (the backlog a stall leaves)
-    dropped: int = 0  # arrivals never sent: none by design; kept for k6's field of the same name
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:
