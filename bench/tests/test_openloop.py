@@ -5,12 +5,13 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from bench import openloop
 from bench.openloop import OpenLoopError, percentile
+from servers.process import stand_in
 
 
 @contextmanager
@@ -38,15 +39,8 @@ def server(status: int = 200, stall_at: int = -1, stall_s: float = 0.0):
         def log_message(self, *args):
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/hash"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with stand_in(Handler) as address:
+        yield f"http://{address}/hash"
 
 
 def test_it_keeps_the_intended_rate_and_measures_every_answer():

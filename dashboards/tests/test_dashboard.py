@@ -10,19 +10,18 @@ import re
 import shutil
 import socket
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from contextlib import ExitStack, contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 import yaml
 
-from servers.process import ROOT, running, serve_command, start_prometheus
+from servers.process import ROOT, running, serve_command, stand_in, start_prometheus
 
 DASHBOARD = ROOT / "dashboards" / "benchmark.json"
 K6 = ROOT / ".venv" / "bin" / "k6"
@@ -192,15 +191,8 @@ def cluster_stand_in(servers: list[str]):
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with stand_in(Handler) as address:
+        yield address
 
 
 def k6_command(testrun: dict, script: Path) -> tuple[list[str], dict[str, str]]:
