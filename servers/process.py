@@ -12,7 +12,7 @@ import urllib.request
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import psutil
 
@@ -153,9 +153,26 @@ def scheduling_policies(process: psutil.Process) -> set[int]:
 
 
 @contextmanager
-def stand_in(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
-    """Serve `handler` on a free loopback port from threads of this process; yields host:port."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+def stand_in(answer: Callable[[str], tuple[int, dict[str, str], bytes]]) -> Iterator[str]:
+    """Answer every GET with `answer(path)` -> (status, headers, body) from threads of this
+    process, on a free loopback port, keeping connections alive; yields host:port."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # the head and the body are two writes
+
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            status, headers, body = answer(self.path)
+            self.send_response(status)
+            for name, value in {**headers, "Content-Length": str(len(body))}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -20,26 +19,15 @@ def server(status: int = 200, stall_at: int = -1, stall_s: float = 0.0):
     seen = {"n": 0}
     lock = threading.Lock()
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # headers and body are two writes
+    def answer(path: str) -> tuple[int, dict[str, str], bytes]:
+        with lock:
+            n = seen["n"]
+            seen["n"] += 1
+        if n == stall_at:
+            time.sleep(stall_s)
+        return status, {}, b'{"ok":true}'
 
-        def do_GET(self):
-            with lock:
-                n = seen["n"]
-                seen["n"] += 1
-            if n == stall_at:
-                time.sleep(stall_s)
-            body = b'{"ok":true}'
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    with stand_in(Handler) as address:
+    with stand_in(answer) as address:
         yield f"http://{address}/hash"
 
 

@@ -15,7 +15,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from contextlib import ExitStack, contextmanager
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -179,19 +178,11 @@ def cluster_stand_in(servers: list[str]):
     """An HTTP endpoint serving `cluster_exposition` for Prometheus to scrape; yields host:port."""
     start = time.monotonic()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (http.server's name)
-            body = cluster_exposition(servers, time.monotonic() - start).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(path: str) -> tuple[int, dict[str, str], bytes]:
+        body = cluster_exposition(servers, time.monotonic() - start).encode()
+        return 200, {"Content-Type": "text/plain; version=0.0.4"}, body
 
-        def log_message(self, *args):
-            pass
-
-    with stand_in(Handler) as address:
+    with stand_in(answer) as address:
         yield address
 
 
