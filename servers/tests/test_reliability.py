@@ -287,6 +287,7 @@ class Tally:
         self.refused = 0  # connection refused: nothing was sent, the client may go elsewhere
         self.closed_idle = 0  # the server closed a kept-alive connection before we reused it
         self.unanswered_on_reuse = 0  # sent on a kept-alive connection that closed with no byte back
+        self.reconnected = 0  # a new connection was accepted after the server answered `Connection: close`
         self.failed: list[str] = []  # a request was sent and got no complete answer
 
     def add(self, field: str, detail: str = "") -> None:
@@ -306,7 +307,7 @@ def keep_requesting(port: int, stop: threading.Event, tally: Tally) -> None:
     requests on a new connection, and so does this client, counting them. Any other request that
     was written and not answered in full is a failure.
     """
-    sock, reused = None, False
+    sock, reused, told_to_close = None, False, False
     request = b"GET /hash HTTP/1.1\r\nHost: bench\r\n\r\n"
     while not stop.is_set():
         if sock is None:
@@ -315,6 +316,8 @@ def keep_requesting(port: int, stop: threading.Event, tally: Tally) -> None:
             except ConnectionRefusedError:
                 tally.add("refused")
                 return
+            if told_to_close:
+                tally.add("reconnected")
         elif select.select([sock], [], [], 0)[0]:
             sock.close()
             sock = None
@@ -345,13 +348,15 @@ def keep_requesting(port: int, stop: threading.Event, tally: Tally) -> None:
         reused = True
         if answer.headers.get("connection", "").lower() == "close":
             sock.close()
-            sock = None
+            sock, told_to_close = None, True
 
 
 # granian (hyper) closes kept-alive connections that are between requests when SIGTERM arrives;
 # a request already on its way on one gets a close with no answer, which k6 resends (above).
-# stdlib-style's worker keeps them open and answers the next request with `Connection: close`.
-UNANSWERED_ON_REUSE_EXPECTED = {"stdlib-style": False, "async-style": True}
+# stdlib-style's worker keeps them open and answers the next request with `Connection: close`,
+# and only after it has closed its listening socket: a client that reconnects is refused before it
+# sends. (Told to close earlier, clients reconnected into the kernel's accept queue, and one that
+# landed there as the worker closed the socket got a reset after sending: 2 runs in 8.)
 
 
 @pytest.mark.parametrize("server", SERVERS)
@@ -376,13 +381,15 @@ def test_sigterm_under_load_fails_no_request_in_flight(server, tmp_path):
     print(
         f"{server}: {tally.ok} answered ({tally.ok - answered_before} after SIGTERM was sent), "
         f"{tally.refused} refused, {tally.closed_idle} closed while idle, "
-        f"{tally.unanswered_on_reuse} unanswered on reuse and resent, {len(tally.failed)} failed"
+        f"{tally.unanswered_on_reuse} unanswered on reuse and resent, "
+        f"{tally.reconnected} reconnected after `Connection: close`, {len(tally.failed)} failed"
     )
     assert exit_code == 0
     assert not tally.failed, f"{len(tally.failed)} requests failed in flight, e.g. {tally.failed[:3]}"
     assert tally.refused == clients, "every client ends refused, after the runner is gone"
-    if not UNANSWERED_ON_REUSE_EXPECTED[server]:
+    if server == "stdlib-style":
         assert tally.unanswered_on_reuse == 0, "kept-alive connections were closed under a request"
+        assert tally.reconnected == 0, "connections were told to close while the listening socket was open"
 
 
 # -- memory over many requests ----------------------------------------------------------------

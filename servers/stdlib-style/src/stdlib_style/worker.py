@@ -147,6 +147,7 @@ class HeadFirstWorker(ThreadWorker):
         self.idle: OrderedDict[HeadConn, float] = OrderedDict()  # no byte of the next head yet
         self.reading: OrderedDict[HeadConn, float] = OrderedDict()  # part of a head
         self.closing: OrderedDict[HeadConn, float] = OrderedDict()  # our FIN sent, awaiting theirs
+        self.listeners_closed = False
 
     def get_thread_pool(self) -> RequestThreads:
         return RequestThreads(self, self.cfg.threads)
@@ -166,10 +167,28 @@ class HeadFirstWorker(ThreadWorker):
         self.nr_conns += 1
         self.await_head(HeadConn(self.cfg, client, address, listener.getsockname()))
 
+    def handle_exit(self, sig, frame) -> None:
+        """SIGTERM: shut down from the event loop (`shut_down`), not from the signal handler.
+
+        gthread's handler clears `alive` at once, and from then on the pool threads answer with
+        `Connection: close` while the listening socket is still open: their clients reconnect
+        into the kernel's accept queue, and whoever lands there between the last accept and
+        the close gets a reset after sending a request (2 runs in 8 of
+        test_sigterm_under_load_fails_no_request_in_flight).
+        """
+        self.method_queue.defer(self.shut_down)
+
     def set_accept_enabled(self, enabled: bool) -> None:
         super().set_accept_enabled(enabled)
         if not enabled and not self.alive:
+            self.close_listeners()  # the worker ends for another reason (its parent is gone)
+
+    def shut_down(self) -> None:
+        """Close the listening socket, then let the pool threads close connections after answering."""
+        if self.alive:
+            self.set_accept_enabled(False)
             self.close_listeners()
+            self.alive = False
 
     def close_listeners(self) -> None:
         """At shutdown, take every connection the kernel already queued, then close the socket.
@@ -178,7 +197,11 @@ class HeadFirstWorker(ThreadWorker):
         the kernel goes on completing handshakes: those clients send a request that nobody
         reads and get a reset when the worker ends. Accepted here, they are answered (with
         `Connection: close`); after the close, new clients are refused before they send.
+        Nothing is told to reconnect before then (`handle_exit`), so none lands in between.
         """
+        if self.listeners_closed:
+            return
+        self.listeners_closed = True
         for listener in self.sockets:
             try:
                 listener.setblocking(False)
