@@ -181,7 +181,7 @@ class HeadFirstWorker(ThreadWorker):
     def set_accept_enabled(self, enabled: bool) -> None:
         super().set_accept_enabled(enabled)
         if not enabled and not self.alive:
-            self.close_listeners()  # the worker ends for another reason (its parent is gone)
+            self.close_listeners()  # the worker ends for another reason (max_requests, its parent gone)
 
     def shut_down(self) -> None:
         """Close the listening socket, then let the pool threads close connections after answering."""
