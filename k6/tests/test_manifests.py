@@ -129,6 +129,16 @@ def test_runner_image_is_pinned_to_the_local_k6_version(rendered, documents):
     assert ":latest" not in rendered
 
 
+def test_starter_image_is_pinned_to_the_charts_operator_and_runs_beside_the_runners(documents):
+    version = versions()["K6_OPERATOR_VERSION"]
+    for testrun in by_server(documents).values():
+        starter, runner = testrun["spec"]["starter"], testrun["spec"]["runner"]
+        assert starter["image"] == f"ghcr.io/grafana/k6-operator:starter-{version}"
+        assert starter["nodeSelector"] == runner["nodeSelector"]
+        assert starter["securityContext"]["runAsNonRoot"] is True and starter["securityContext"]["runAsUser"] != 0
+        assert starter["containerSecurityContext"] == runner["containerSecurityContext"]
+
+
 def run_render(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(ROOT / "k6" / "render.py"), *args], input=stdin, capture_output=True, text=True, timeout=60
