@@ -54,6 +54,8 @@ PUSH_INTERVAL_S = 5
 # Native histograms at k6's default resolution have buckets about 9 % wide (schema 3, 2^(1/8));
 # an estimate inside a bucket can differ from k6's exact percentile by up to that, plus rounding.
 CROSS_CHECK_TOLERANCE = 0.10
+# The node pool the k6 runners are placed on (k6/testrun/testrun.yaml nodeSelector).
+CLIENT_POOL = "client-pool"
 # A kind node shares this machine's few CPUs: the seed's 6-CPU runners would never schedule.
 KIND_RUNNER = ("500m", "512Mi")
 POLL_S = 5
@@ -148,14 +150,84 @@ def render_testruns(args: argparse.Namespace, kind: bool) -> str:
     return result.stdout
 
 
+def quantity(value: str | int | float) -> float:
+    """A Kubernetes CPU or memory quantity ("6", "500m", "12Gi", "1.5G") as cores or bytes."""
+    text = str(value)
+    units = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+    for suffix, factor in sorted(units.items(), key=lambda item: -len(item[0])):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * factor
+    return float(text)
+
+
+def testruns(manifests: str) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(manifests) if doc and doc.get("kind") == "TestRun"]
+
+
 def runner_cpus(manifests: str) -> dict[str, float | None]:
     """CPU limit of one runner pod per TestRun name, in cores."""
     limits = {}
-    for doc in yaml.safe_load_all(manifests):
-        if doc and doc.get("kind") == "TestRun":
-            cpu = str(doc["spec"]["runner"].get("resources", {}).get("limits", {}).get("cpu", ""))
-            limits[doc["metadata"]["name"]] = (float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)) if cpu else None
+    for testrun in testruns(manifests):
+        cpu = testrun["spec"]["runner"].get("resources", {}).get("limits", {}).get("cpu")
+        limits[testrun["metadata"]["name"]] = quantity(cpu) if cpu is not None else None
     return limits
+
+
+def pod_requests(spec: dict) -> tuple[float, float]:
+    """CPU (cores) and memory (bytes) a pod spec asks the scheduler for, over its containers."""
+    cpu = memory = 0.0
+    for container in spec.get("containers", []):
+        requests = container.get("resources", {}).get("requests", {})
+        cpu += quantity(requests.get("cpu", 0))
+        memory += quantity(requests.get("memory", 0))
+    return cpu, memory
+
+
+def check_client_pool(manifests: str, context: str) -> None:
+    """Refuse a run whose k6 runners the client pool cannot hold all at once.
+
+    The operator starts a TestRun's runners together only when every one of them is up, and
+    both servers' TestRuns are applied together: with more runners than fit, some stay Pending
+    and the run waits until BENCH_TIMEOUT. Free room is each client node's allocatable CPU and
+    memory less what its pods already request (not counting k6's own pods, the previous run's,
+    which `run` deletes next).
+    """
+    runners = [
+        (testrun["spec"]["runner"].get("resources", {}).get("requests", {}), testrun["spec"].get("parallelism", 1))
+        for testrun in testruns(manifests)
+    ]
+    count = sum(parallelism for _, parallelism in runners)
+    cpu = max(quantity(requests.get("cpu", 0)) for requests, _ in runners)
+    memory = max(quantity(requests.get("memory", 0)) for requests, _ in runners)
+    nodes = json.loads(kubectl("get", "nodes", "-l", f"pool={CLIENT_POOL}", "-o", "json").stdout).get("items", [])
+    if not nodes:
+        raise ClusterError(
+            f"no node in context {context} is labelled pool={CLIENT_POOL}, where the k6 runners go: check "
+            "kubectl get nodes -L pool (kind: make kind-down kind-up; Hetzner: iac/hetzner-k3s-cluster.yaml)."
+        )
+    used: dict[str, list[float]] = {node["metadata"]["name"]: [0.0, 0.0] for node in nodes}
+    pods = json.loads(kubectl("get", "pods", "--all-namespaces", "-o", "json").stdout).get("items", [])
+    for pod in pods:
+        node = pod.get("spec", {}).get("nodeName")
+        if node not in used or pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+            continue
+        if pod["metadata"].get("labels", {}).get("app") == "k6":
+            continue
+        pod_cpu, pod_memory = pod_requests(pod["spec"])
+        used[node][0] += pod_cpu
+        used[node][1] += pod_memory
+    room = 0
+    for node in nodes:
+        allocatable = node.get("status", {}).get("allocatable", {})
+        free_cpu = quantity(allocatable.get("cpu", 0)) - used[node["metadata"]["name"]][0]
+        free_memory = quantity(allocatable.get("memory", 0)) - used[node["metadata"]["name"]][1]
+        room += max(0, min(math.floor(free_cpu / cpu) if cpu else count, math.floor(free_memory / memory) if memory else count))
+    if room < count:
+        raise ClusterError(
+            f"the {len(nodes)} {CLIENT_POOL} node(s) have room for {room} of the run's {count} k6 runners "
+            f"({cpu:g} CPU, {memory / 2**30:g} GiB each, parallelism × servers): lower PARALLELISM or SERVERS, "
+            f"or add {CLIENT_POOL} nodes (iac/hetzner-k3s-cluster.yaml)."
+        )
 
 
 def stages(names: Sequence[str]) -> dict[str, str]:
@@ -273,6 +345,7 @@ def run(args: argparse.Namespace) -> int:
     say(f"Run {args.run_id}: profile {args.profile}, {args.parallelism} runner(s) per server, context {context}.")
     if kubectl("get", "crd", "testruns.k6.io", check=False).returncode != 0:
         raise ClusterError(f"the k6-operator is not installed in context {context}: run make monitoring (Tilt installs it on kind).")
+    check_client_pool(manifests, context)
     # A finished TestRun is never run again by the operator: the previous run's go first.
     kubectl("-n", NAMESPACE, "delete", "testrun", "-l", "app.kubernetes.io/component=load", "--ignore-not-found")
     kubectl("apply", "-f", "-", input=manifests)

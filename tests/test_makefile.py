@@ -373,8 +373,26 @@ def pod(name: str, started: str, finished: str, code: int = 0) -> dict:
         {"state": {"terminated": {"exitCode": code, "startedAt": started, "finishedAt": finished}}}]}}
 
 
+def node(name: str, cpu: str, memory: str) -> dict:
+    return {"metadata": {"name": name, "labels": {"pool": "client-pool"}}, "status": {"allocatable": {"cpu": cpu, "memory": memory}}}
+
+
+def scheduled(node_name: str, cpu: str, memory: str, labels: dict | None = None, phase: str = "Running") -> dict:
+    container = {"name": "c", "resources": {"requests": {"cpu": cpu, "memory": memory}}}
+    return {"metadata": {"name": f"pod-on-{node_name}", "labels": labels or {}}, "spec": {"nodeName": node_name,
+            "containers": [container]}, "status": {"phase": phase}}
+
+
+def client_pool(make: Make, nodes: list[dict], pods: list[dict]) -> None:
+    make.reply("kubectl", ["get", "nodes", "pool=client-pool"], {"items": nodes})
+    make.reply("kubectl", ["get", "pods", "--all-namespaces"], {"items": pods})
+
+
 def cluster_replies(make: Make, prometheus_port: int, runner_exit: int = 0) -> None:
     make.reply("kubectl", ["config", "current-context"], "kind-py-bench\n")
+    # kind's runners ask for 500m / 512Mi (bench/cluster.py KIND_RUNNER): two client nodes hold them.
+    client_pool(make, [node("client-1", "2", "8Gi"), node("client-2", "2", "8Gi")],
+                [scheduled("client-1", "100m", "64Mi"), scheduled("client-2", "100m", "64Mi")])
     for server in ("stdlib-style", "async-style"):
         make.reply("kubectl", ["get", "testrun", f"k6-{server}"],
                    [{"status": {"stage": "started"}}, {"status": {"stage": "finished"}}])
@@ -427,6 +445,34 @@ def test_bench_reports_a_failed_runner_and_fails(make: Make, prometheus: FakePro
     assert result.returncode != 0
     assert "k6-async-style-1-abcde failed (exit 107" in result.stderr
     assert "kubectl -n py-bench logs k6-async-style-1-abcde" in result.stderr
+
+
+def test_bench_refuses_more_runners_than_the_client_pool_holds_before_applying(make: Make) -> None:
+    make.reply("kubectl", ["config", "current-context"], "hetzner-py-bench\n")
+    # The seed's runners ask for 6 CPU / 12Gi: a cpx42 (8 vCPU, 16 GB) holds one, and only if
+    # its daemon pods leave the room; k6's own leftovers and finished pods do not count.
+    client_pool(make, [node("client-1", "8", "15Gi"), node("client-2", "8", "15Gi"), node("client-3", "8", "15Gi")], [
+        scheduled("client-1", "100m", "128Mi"),
+        scheduled("client-2", "6", "12Gi", labels={"app": "k6"}),
+        scheduled("client-2", "6", "12Gi", phase="Succeeded"),
+        scheduled("client-3", "2500m", "1Gi"),  # leaves 5.5 CPU: no runner fits there
+    ])
+    result = make("bench", "RUN_ID=ci-run", "PROFILE=smoke", "PARALLELISM=2")
+    assert result.returncode != 0
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("make: ") and "***" not in line]
+    assert "the 3 client-pool node(s) have room for 2 of the run's 4 k6 runners (6 CPU, 12 GiB each" in line
+    assert line.endswith("lower PARALLELISM or SERVERS, or add client-pool nodes (iac/hetzner-k3s-cluster.yaml).")
+    assert not any(c[:2] == ["kubectl", "apply"] for c in make.calls())
+    assert not any("delete" in c for c in make.calls())
+
+
+def test_bench_refuses_a_cluster_without_a_client_pool(make: Make) -> None:
+    make.reply("kubectl", ["config", "current-context"], "kind-py-bench\n")
+    client_pool(make, [], [])
+    result = make("bench", "RUN_ID=ci-run", "PROFILE=smoke")
+    assert result.returncode != 0
+    assert "no node in context kind-py-bench is labelled pool=client-pool" in result.stderr
+    assert not any(c[:2] == ["kubectl", "apply"] for c in make.calls())
 
 
 def test_bench_without_a_cluster_says_so_in_a_few_lines(make: Make) -> None:

@@ -278,3 +278,11 @@ def test_unschedulable_runners_are_explained_with_the_schedulers_reason():
     (line,) = cluster.pending_reasons(pods)
     assert line.startswith("k6-async-style-1-abcde cannot be scheduled: 0/6 nodes are available: 2 Insufficient cpu")
     assert "Troubleshooting" in line
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("6", 6.0), ("500m", 0.5), (2, 2.0), ("12Gi", 12 * 2**30), ("512Mi", 512 * 2**20), ("1.5G", 1.5e9),
+    ("16323412Ki", 16323412 * 1024), ("100k", 1e5),
+])
+def test_quantities_read_as_kubernetes_writes_them(text, value):
+    assert cluster.quantity(text) == pytest.approx(value)

@@ -20,6 +20,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from bench.cluster import quantity
 from bench.versions import read_versions
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,16 +81,6 @@ def selects(selector: dict, labels: dict[str, str]) -> bool:
         if not ok:
             return False
     return True
-
-
-def quantity(value: str | int) -> float:
-    """A Kubernetes CPU or memory quantity as a number (cores or bytes)."""
-    text = str(value)
-    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 1e3, "M": 1e6, "G": 1e9}
-    for suffix, factor in sorted(units.items(), key=lambda item: -len(item[0])):
-        if text.endswith(suffix):
-            return float(text[: -len(suffix)]) * factor
-    return float(text)
 
 
 def runner_timeouts() -> dict[str, int]:
