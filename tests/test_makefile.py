@@ -15,16 +15,15 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import uuid
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
 from bench.versions import read_versions
+from servers.process import stand_in
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".venv"
@@ -329,43 +328,21 @@ def test_grafana_prints_the_url_and_how_to_read_the_password(make: Make) -> None
 # --- bench -----------------------------------------------------------------------------------------
 
 
-class FakePrometheus:
-    """Answers the collector's queries with fixed numbers for both servers (the real queries are
+def prometheus_answer(at: float, path: str, params: dict) -> dict:
+    """The collector's queries answered with fixed numbers for both servers (the real queries are
     tested against a real Prometheus in bench/tests/test_cluster.py)."""
-
-    def __init__(self, at: float) -> None:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                url = urlparse(self.path)
-                body = json.dumps({"status": "success", "data": fake.answer(url.path, parse_qs(url.query))}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.at = at
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-        self.port = self.http.server_address[1]
-
-    def answer(self, path: str, params: dict) -> dict:
-        promql = params["query"][0]
-        servers = ("stdlib-style", "async-style")
-        if path.endswith("query_range"):
-            return {"resultType": "matrix", "result": []}
-        if promql.startswith("k6_http_reqs_total{"):
-            return {"resultType": "matrix", "result": [
-                {"metric": {"server": s, "instance_id": "1", "testrun_name": f"k6-{s}"}, "values": [[self.at, "1000"]]}
-                for s in servers]}
-        value = ("0.002" if "histogram_quantile" in promql else "0.0025" if "histogram_sum" in promql
-                 else "1000" if 'expected_response="true"' in promql else None)
-        result = [] if value is None else [{"metric": {"server": s}, "value": [self.at, value]} for s in servers]
-        return {"resultType": "vector", "result": result}
+    promql = params["query"][0]
+    servers = ("stdlib-style", "async-style")
+    if path.endswith("query_range"):
+        return {"resultType": "matrix", "result": []}
+    if promql.startswith("k6_http_reqs_total{"):
+        return {"resultType": "matrix", "result": [
+            {"metric": {"server": s, "instance_id": "1", "testrun_name": f"k6-{s}"}, "values": [[at, "1000"]]}
+            for s in servers]}
+    value = ("0.002" if "histogram_quantile" in promql else "0.0025" if "histogram_sum" in promql
+             else "1000" if 'expected_response="true"' in promql else None)
+    result = [] if value is None else [{"metric": {"server": s}, "value": [at, value]} for s in servers]
+    return {"resultType": "vector", "result": result}
 
 
 def pod(name: str, started: str, finished: str, code: int = 0) -> dict:
@@ -408,14 +385,19 @@ def cluster_replies(make: Make, prometheus_port: int, runner_exit: int = 0) -> N
 
 @pytest.fixture
 def prometheus():
-    fake = FakePrometheus(1795780812.0)
-    yield fake
-    fake.http.shutdown()
-    fake.http.server_close()
+    """A stand-in Prometheus API; yields its port, which the kubectl port-forward stand-in names."""
+
+    def answer(target: str) -> tuple[int, dict[str, str], bytes]:
+        url = urlparse(target)
+        data = prometheus_answer(1795780812.0, url.path, parse_qs(url.query))
+        return 200, {"Content-Type": "application/json"}, json.dumps({"status": "success", "data": data}).encode()
+
+    with stand_in(answer) as address:
+        yield int(address.rpartition(":")[2])
 
 
-def test_bench_applies_the_testruns_waits_and_collects(make: Make, prometheus: FakePrometheus) -> None:
-    cluster_replies(make, prometheus.port)
+def test_bench_applies_the_testruns_waits_and_collects(make: Make, prometheus: int) -> None:
+    cluster_replies(make, prometheus)
     result = make("bench", "RUN_ID=ci-run", "PROFILE=smoke")
     assert result.returncode == 0, result.stderr
     assert_in_order(make.calls(), [
@@ -439,8 +421,8 @@ def test_bench_applies_the_testruns_waits_and_collects(make: Make, prometheus: F
     assert "| Server" in result.stdout  # the tables
 
 
-def test_bench_reports_a_failed_runner_and_fails(make: Make, prometheus: FakePrometheus) -> None:
-    cluster_replies(make, prometheus.port, runner_exit=107)
+def test_bench_reports_a_failed_runner_and_fails(make: Make, prometheus: int) -> None:
+    cluster_replies(make, prometheus, runner_exit=107)
     result = make("bench", "RUN_ID=ci-run", "PROFILE=smoke")
     assert result.returncode != 0
     assert "k6-async-style-1-abcde failed (exit 107" in result.stderr

@@ -17,7 +17,6 @@ import subprocess
 import threading
 import time
 from contextlib import ExitStack
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psutil
@@ -25,7 +24,7 @@ import pytest
 
 from bench import cluster
 from bench.model import load
-from servers.process import ROOT, running, serve_command, start_prometheus
+from servers.process import ROOT, running, serve_command, stand_in, start_prometheus
 
 K6 = ROOT / ".venv" / "bin" / "k6"
 SERVERS = ("stdlib-style", "async-style")
@@ -48,22 +47,9 @@ class Exporter:
     def __init__(self) -> None:
         self.pods: dict[tuple[str, str], psutil.Process] = {}
         self.lock = threading.Lock()
-        exporter = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                body = exporter.render().encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-        self.port = self.http.server_address[1]
+    def answer(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        return 200, {"Content-Type": "text/plain; version=0.0.4"}, self.render().encode()
 
     def add(self, pod: str, container: str, pid: int) -> None:
         with self.lock:
@@ -160,18 +146,17 @@ def prometheus(tmp_path_factory):
     ports = [sock.getsockname()[1] for sock in sockets]
     for sock in sockets:
         sock.close()
-    process = start_prometheus(tmp_path, ports[0], f"127.0.0.1:{exporter.port}", job="cadvisor")
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            # Four of this Prometheus's 1 s scrapes, as the cluster's window is four of 15 s.
-            patch.setattr(cluster, "CPU_RATE_WINDOW_S", 4)
-            yield {"url": f"http://127.0.0.1:{ports[0]}", "exporter": exporter, "tmp": tmp_path,
-                   "ports": dict(zip(SERVERS, ports[1:]))}
-    finally:
-        process.terminate()
-        process.wait(30)
-        exporter.http.shutdown()
-        exporter.http.server_close()
+    with stand_in(exporter.answer) as scrape:
+        process = start_prometheus(tmp_path, ports[0], scrape, job="cadvisor")
+        try:
+            with pytest.MonkeyPatch.context() as patch:
+                # Four of this Prometheus's 1 s scrapes, as the cluster's window is four of 15 s.
+                patch.setattr(cluster, "CPU_RATE_WINDOW_S", 4)
+                yield {"url": f"http://127.0.0.1:{ports[0]}", "exporter": exporter, "tmp": tmp_path,
+                       "ports": dict(zip(SERVERS, ports[1:]))}
+        finally:
+            process.terminate()
+            process.wait(30)
 
 
 def k6_summary(run_dir: Path, server: str, n: int = 1) -> dict:
