@@ -307,14 +307,17 @@ hetzner-down: ## delete the Hetzner cluster that hetzner-up made, if any (asks f
 
 ##@ Help
 
+# Colour only for a person at a terminal (https://no-color.org): piped, `make | grep bench` finds plain text.
 .PHONY: help
 help: ## list targets and variables
-	@awk 'BEGIN { FS = ":.*## " } \
-	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5); next } \
+	@if [ -t 1 ] && [ -z "$${NO_COLOR:-}" ]; then color=1; else color=0; fi; \
+	awk -v color=$$color 'BEGIN { FS = ":.*## "; \
+	    if (color) { bold = "\033[1m"; yellow = "\033[33m"; cyan = "\033[36m"; off = "\033[0m" } } \
+	  /^##@/ { printf "\n%s%s%s\n", bold, substr($$0, 5), off; next } \
 	  /^## / { desc = substr($$0, 4); next } \
 	  /^[A-Z][A-Z0-9_]* \?=/ && desc != "" { split($$0, v, / \?= ?/); \
-	    printf "  \033[33m%-16s\033[0m %s (default: %s)\n", v[1], desc, (v[2] == "" ? "empty" : v[2]); desc = ""; next } \
-	  /^[a-zA-Z0-9_-]+:.*## / { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2; next } \
+	    printf "  %s%-16s%s %s (default: %s)\n", yellow, v[1], off, desc, (v[2] == "" ? "empty" : v[2]); desc = ""; next } \
+	  /^[a-zA-Z0-9_-]+:.*## / { printf "  %s%-16s%s %s\n", cyan, $$1, off, $$2; next } \
 	  { desc = "" }' \
 	  $(MAKEFILE_LIST)
 

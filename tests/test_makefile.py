@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
 import shutil
 import subprocess
@@ -153,6 +154,37 @@ def test_every_phony_target_is_described_and_in_help() -> None:
     shown = subprocess.run(["make", "-s", "-C", str(ROOT)], capture_output=True, text=True, check=True).stdout
     for target, description in described.items():
         assert re.search(rf"{re.escape(target)}\s.*{re.escape(description)}", re.sub(r"\x1b\[[0-9;]*m", "", shown))
+
+
+def help_in_a_terminal(env: dict[str, str]) -> str:
+    """`make` with its stdout on a pseudo-terminal, as a person at a shell runs it."""
+    leader, follower = pty.openpty()
+    with subprocess.Popen(["make", "-s", "-C", str(ROOT)], stdout=follower, stderr=subprocess.DEVNULL,
+                          stdin=subprocess.DEVNULL, env=env) as process:
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: every end of the terminal's other side is closed
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(leader)
+        assert process.wait(timeout=60) == 0
+    return b"".join(chunks).decode()
+
+
+def test_help_is_plain_text_in_a_pipe_and_coloured_in_a_terminal_unless_no_color() -> None:
+    env = {key: value for key, value in os.environ.items() if key != "NO_COLOR"}
+    piped = subprocess.run(["make", "-s", "-C", str(ROOT)], capture_output=True, text=True, env=env, check=True).stdout
+    assert "\x1b" not in piped
+    assert re.search(r"^  bench +run the k6 TestRuns", piped, re.MULTILINE), piped
+    coloured = help_in_a_terminal(env)
+    assert "\x1b[36mbench" in coloured
+    assert re.sub(r"\x1b\[[0-9;]*m", "", coloured).replace("\r\n", "\n") == piped
+    assert "\x1b" not in help_in_a_terminal({**env, "NO_COLOR": "1"})
 
 
 def test_the_targets_a_person_needs_exist() -> None:
