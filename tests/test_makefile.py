@@ -399,7 +399,7 @@ def client_pool(make: Make, nodes: list[dict], pods: list[dict]) -> None:
 
 def cluster_replies(make: Make, prometheus_port: int, runner_exit: int = 0) -> None:
     make.reply("kubectl", ["config", "current-context"], "kind-py-bench\n")
-    # kind's runners ask for 500m / 512Mi (bench/cluster.py KIND_RUNNER): two client nodes hold them.
+    # kind's runners ask for 500m / 512Mi (bench/cluster/testruns.py KIND_RUNNER): two client nodes hold them.
     client_pool(make, [node("client-1", "2", "8Gi"), node("client-2", "2", "8Gi")],
                 [scheduled("client-1", "100m", "64Mi"), scheduled("client-2", "100m", "64Mi")])
     for server in ("stdlib-style", "async-style"):

@@ -1,4 +1,4 @@
-"""Cluster results (bench/cluster.py) from a real Prometheus fed by real k6 runs wired like the TestRuns.
+"""Cluster results (bench/cluster/prometheus.py, results.py) from a real Prometheus fed by real k6 runs wired like the TestRuns.
 
 What the cluster adds is played locally: each TestRun's k6 command (k6/render.py's arguments plus
 the operator's instance_id/testrun_name tags and execution segments) runs against a server
@@ -22,7 +22,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench import cluster
+from bench.cluster import kube, results
+from bench.cluster import prometheus as promql
 from bench.model import load
 from servers.process import ROOT, running, serve_command, stand_in, start_prometheus
 
@@ -66,7 +67,7 @@ class Exporter:
                 rss = sum(p.memory_info().rss for p in tree)
             except psutil.Error:
                 continue
-            labels = f'namespace="{cluster.NAMESPACE}",pod="{pod}",container="{container}"'
+            labels = f'namespace="{kube.NAMESPACE}",pod="{pod}",container="{container}"'
             lines += [f"container_cpu_usage_seconds_total{{{labels}}} {cpu}", f"container_memory_rss{{{labels}}} {rss}"]
         return "\n".join(lines) + "\n"
 
@@ -76,14 +77,14 @@ def fraction(i: int, n: int) -> str:
     return "0" if i == 0 else "1" if i == n else f"{i}/{n}"
 
 
-def k6_run_like_a_cluster(env: dict, run_id: str, parallelism: int, results: Path) -> Path:
+def k6_run_like_a_cluster(env: dict, run_id: str, parallelism: int, folder: Path) -> Path:
     """One `make bench` played locally; returns the run's folder holding cluster-run.json and the logs."""
     render = load_render()
     documents = render.render(render.kustomize(), run=run_id, profile="smoke", parallelism=parallelism)
     (configmap,) = [doc for doc in documents if doc["kind"] == "ConfigMap"]
-    script = results / f"{run_id}-bench.js"
+    script = folder / f"{run_id}-bench.js"
     script.write_text(configmap["data"]["bench.js"])
-    run_dir = results / run_id
+    run_dir = folder / run_id
     (run_dir / "logs").mkdir(parents=True)
     runners = []
     with ExitStack() as stack:
@@ -91,7 +92,7 @@ def k6_run_like_a_cluster(env: dict, run_id: str, parallelism: int, results: Pat
         for testrun in (doc for doc in documents if doc["kind"] == "TestRun"):
             server, name = render.env_value(testrun, "SERVER"), testrun["metadata"]["name"]
             port = env["ports"][server]
-            live = stack.enter_context(running(serve_command(server, port, 1), port, results / f"{run_id}-{server}.log"))
+            live = stack.enter_context(running(serve_command(server, port, 1), port, folder / f"{run_id}-{server}.log"))
             env["exporter"].add(SERVER_POD.format(server=server), "server", live.process.pid)
             spec = testrun["spec"]
             runner_env = {item["name"]: item["value"] for item in spec["runner"]["env"]}
@@ -121,7 +122,7 @@ def k6_run_like_a_cluster(env: dict, run_id: str, parallelism: int, results: Pat
                 raise
             assert code == 0, (run_dir / "logs" / f"{pod}.log").read_text()[-3000:]
             runners.append({"testrun": name, "pod": pod, "exit_code": code,
-                            "started": cluster.iso(started), "finished": cluster.iso(time.time())})
+                            "started": kube.iso(started), "finished": kube.iso(time.time())})
     record = {
         "run_id": run_id, "context": "kind-py-bench", "profile": "smoke", "parallelism": parallelism,
         "servers": list(SERVERS), "start": min(r["started"] for r in runners), "end": max(r["finished"] for r in runners),
@@ -129,7 +130,7 @@ def k6_run_like_a_cluster(env: dict, run_id: str, parallelism: int, results: Pat
         "nodes": {"cpu_model": "test", "cores": psutil.cpu_count(), "kernel": "test", "pools": "one machine"},
         "command": f"make bench RUN_ID={run_id} PROFILE=smoke PARALLELISM={parallelism}",
     }
-    (run_dir / cluster.RECORD).write_text(json.dumps(record, indent=2))
+    (run_dir / results.RECORD).write_text(json.dumps(record, indent=2))
     return run_dir
 
 
@@ -151,7 +152,7 @@ def prometheus(tmp_path_factory):
         try:
             with pytest.MonkeyPatch.context() as patch:
                 # Four of this Prometheus's 1 s scrapes, as the cluster's window is four of 15 s.
-                patch.setattr(cluster, "CPU_RATE_WINDOW_S", 4)
+                patch.setattr(promql, "CPU_RATE_WINDOW_S", 4)
                 yield {"url": f"http://127.0.0.1:{ports[0]}", "exporter": exporter, "tmp": tmp_path,
                        "ports": dict(zip(SERVERS, ports[1:]))}
         finally:
@@ -166,7 +167,7 @@ def k6_summary(run_dir: Path, server: str, n: int = 1) -> dict:
 @pytest.fixture(scope="module")
 def single_runner(prometheus):
     run_dir = k6_run_like_a_cluster(prometheus, "single", 1, prometheus["tmp"])
-    cluster.collect(run_dir, prometheus["url"])
+    results.collect(run_dir, prometheus["url"])
     return run_dir
 
 
@@ -189,7 +190,7 @@ def test_one_runner_matches_k6s_own_summary(single_runner):
         assert metrics["requests"]["failed"] == k6["http_req_failed"]["passes"]
         for key in ("p50", "p90", "p95", "p99"):
             ours, theirs = metrics["latency_ms"][key], k6["http_req_duration"][key]
-            assert abs(ours - theirs) <= max(cluster.CROSS_CHECK_TOLERANCE * theirs, 0.2), (server, key, ours, theirs)
+            assert abs(ours - theirs) <= max(results.CROSS_CHECK_TOLERANCE * theirs, 0.2), (server, key, ours, theirs)
         assert result["verification"]["ok"]
         assert "agrees with k6's summary" in result["verification"]["reason"]
 
@@ -221,7 +222,7 @@ def test_series_cover_the_run(single_runner):
 
 def test_runners_are_merged_not_averaged(prometheus):
     run_dir = k6_run_like_a_cluster(prometheus, "split", 2, prometheus["tmp"])
-    cluster.collect(run_dir, prometheus["url"])
+    results.collect(run_dir, prometheus["url"])
     summary = load(run_dir)
     for server in SERVERS:
         parts = [k6_summary(run_dir, server, n) for n in (1, 2)]
@@ -229,7 +230,7 @@ def test_runners_are_merged_not_averaged(prometheus):
         assert metrics["requests"]["successful"] + metrics["requests"]["failed"] == sum(p["http_reqs"]["count"] for p in parts)
         # The merged median lies between the runners' medians (give or take one histogram bucket).
         low, high = sorted(p["http_req_duration"]["p50"] for p in parts)
-        assert low * (1 - cluster.CROSS_CHECK_TOLERANCE) <= metrics["latency_ms"]["p50"] <= high * (1 + cluster.CROSS_CHECK_TOLERANCE)
+        assert low * (1 - results.CROSS_CHECK_TOLERANCE) <= metrics["latency_ms"]["p50"] <= high * (1 + results.CROSS_CHECK_TOLERANCE)
         # Two runners' summaries each cover half the load: no cross-check is claimed.
         assert "agrees" not in summary["servers"][server]["verification"]["reason"]
 
@@ -238,36 +239,16 @@ def test_a_run_prometheus_never_saw_is_refused_in_one_line(prometheus, tmp_path)
     run_dir = tmp_path / "ghost"
     run_dir.mkdir()
     now = time.time()
-    (run_dir / cluster.RECORD).write_text(json.dumps({
+    (run_dir / results.RECORD).write_text(json.dumps({
         "run_id": "ghost", "profile": "smoke", "parallelism": 1, "servers": ["async-style"],
-        "start": cluster.iso(now - 60), "end": cluster.iso(now), "runners": [],
+        "start": kube.iso(now - 60), "end": kube.iso(now), "runners": [],
     }))
-    summary = cluster.collect(run_dir, prometheus["url"])
+    summary = results.collect(run_dir, prometheus["url"])
     result = summary["servers"]["async-style"]
     assert result["aggregate"] is None and not result["verification"]["ok"]
     assert "K6_PROMETHEUS_RW_SERVER_URL" in result["verification"]["reason"]
 
 
 def test_collect_without_a_record_names_make_bench(tmp_path):
-    with pytest.raises(cluster.ClusterError, match="make bench"):
-        cluster.collect(tmp_path, "http://127.0.0.1:1")
-
-
-def test_unschedulable_runners_are_explained_with_the_schedulers_reason():
-    pods = [
-        {"metadata": {"name": "k6-async-style-1-abcde"}, "status": {"phase": "Pending", "conditions": [
-            {"type": "PodScheduled", "status": "False",
-             "message": "0/6 nodes are available: 2 Insufficient cpu, 4 node(s) didn't match Pod's node affinity/selector."}]}},
-        {"metadata": {"name": "k6-async-style-2-fghij"}, "status": {"phase": "Running", "conditions": []}},
-    ]
-    (line,) = cluster.pending_reasons(pods)
-    assert line.startswith("k6-async-style-1-abcde cannot be scheduled: 0/6 nodes are available: 2 Insufficient cpu")
-    assert "Troubleshooting" in line
-
-
-@pytest.mark.parametrize(("text", "value"), [
-    ("6", 6.0), ("500m", 0.5), (2, 2.0), ("12Gi", 12 * 2**30), ("512Mi", 512 * 2**20), ("1.5G", 1.5e9),
-    ("16323412Ki", 16323412 * 1024), ("100k", 1e5),
-])
-def test_quantities_read_as_kubernetes_writes_them(text, value):
-    assert cluster.quantity(text) == pytest.approx(value)
+    with pytest.raises(kube.ClusterError, match="make bench"):
+        results.collect(tmp_path, "http://127.0.0.1:1")
