@@ -23,8 +23,15 @@ pipelined requests in order from the buffer, closes a connection whose unread bo
 yet instead of waiting for it, and lingers on closing sockets without blocking. At SIGTERM it
 takes the connections the kernel already queued before it closes the listening socket.
 A head that is not complete `HEAD_TIMEOUT` seconds after its first byte gets a 408, one larger
-than `HEAD_LIMIT` a 431; both then close. Its pool threads take connections from a plain queue
-instead of a `ThreadPoolExecutor` (`RequestThreads`), which is cheaper per request.
+than `HEAD_LIMIT` a 431; both then close. Past `worker_connections` live connections a new one
+is answered 503 and closed, where gthread stops accepting and leaves it waiting unanswered in the
+kernel's queue. Its pool threads take connections from a plain queue instead of a
+`ThreadPoolExecutor` (`RequestThreads`), and run each request through `serving.py`, which
+are both cheaper per request.
+
+It is stdlib-style's default, measured against a worker in Go's own model, a thread per
+connection (`per_connection.py`): as fast under 50 connections, and the only one of the two
+that answers the seed's 15,000 within 10 s (README, "Performance").
 """
 
 from __future__ import annotations
@@ -33,39 +40,17 @@ import errno
 import queue
 import selectors
 import socket
+import sys
 import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import Future
 from functools import partial
 
-from gunicorn.http.body import LengthReader
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-# A head must be complete this long after its first byte. Honest clients send the benchmark's
-# ~100-byte heads in one segment. (granian's deadline, 30 s, also bounds its keep-alive idle
-# time, so it is longer there: granian_conf.py. Here idle time is `keepalive`'s, 75 s.)
-HEAD_TIMEOUT = 10.0
-# nginx answers heads above 4 x 8 KiB with an error; the benchmark's heads are ~100 bytes. This
-# also bounds what 16,384 connections (worker_connections) can make the event loop buffer.
-HEAD_LIMIT = 32 * 1024
-# How long a closing socket waits for the client's FIN after ours, as gunicorn's close_graceful.
-LINGER = 2.0
-END_OF_HEAD = b"\r\n\r\n"
-# A head ended by bare line feeds is malformed, but it is complete: the parser answers it 400.
-END_OF_BARE_HEAD = b"\n\n"
-
-
-def complete(head: bytes) -> bool:
-    return END_OF_HEAD in head or END_OF_BARE_HEAD in head
-
-
-def _answer(status: str) -> bytes:
-    return f"HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n".encode()
-
-
-REQUEST_TIMEOUT = _answer("408 Request Timeout")
-HEAD_TOO_LARGE = _answer("431 Request Header Fields Too Large")
+from .limits import HEAD_LIMIT, HEAD_TIMEOUT, HEAD_TOO_LARGE, LINGER, REQUEST_TIMEOUT, SERVICE_UNAVAILABLE, complete
+from .serving import ConnectionParser, SettledConfig, serve_request, unread_body_is_here
 
 
 class HeadConn(TConn):
@@ -76,9 +61,11 @@ class HeadConn(TConn):
         self.head = b""
 
     def init(self) -> None:
-        fresh = not self.initialized
-        super().init()
-        if fresh and self.parser is not None and not self.is_http2:
+        if not self.initialized:
+            # Set here, gthread's TConn.init skips its TLS and HTTP/2 paths (check_config
+            # refuses both).
+            self.parser = ConnectionParser(self.cfg, self.sock, self.client)
+            super().init()
             self.hand_over()
 
     def hand_over(self) -> None:
@@ -139,6 +126,8 @@ class HeadFirstWorker(ThreadWorker):
         if cfg.is_ssl:
             # The event loop reads heads off the raw socket; TLS ends before the pod.
             raise RuntimeError("stdlib_style.worker.HeadFirstWorker serves plain HTTP only: remove certfile/keyfile.")
+        if cfg.http2_cleartext != "off":
+            raise RuntimeError("stdlib_style.worker.HeadFirstWorker serves HTTP/1.x only: remove http2_cleartext.")
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -148,6 +137,11 @@ class HeadFirstWorker(ThreadWorker):
         self.reading: OrderedDict[HeadConn, float] = OrderedDict()  # part of a head
         self.closing: OrderedDict[HeadConn, float] = OrderedDict()  # our FIN sent, awaiting theirs
         self.listeners_closed = False
+        self.settled = SettledConfig(self.cfg)
+        self.access_logged = bool(getattr(self.log, "access_log_enabled", True))
+        # gthread's loop stops accepting at worker_connections and leaves further clients in the
+        # kernel's queue, unanswered; this worker goes on accepting and answers them 503 (accept).
+        self.connection_limit, self.worker_connections = self.worker_connections, sys.maxsize
 
     def get_thread_pool(self) -> RequestThreads:
         return RequestThreads(self, self.cfg.threads)
@@ -165,7 +159,11 @@ class HeadFirstWorker(ThreadWorker):
                 return
             raise
         self.nr_conns += 1
-        self.await_head(HeadConn(self.cfg, client, address, listener.getsockname()))
+        conn = HeadConn(self.settled, client, address, listener.getsockname())
+        if self.nr_conns - len(self.closing) > self.connection_limit:
+            self.answer_and_close(conn, SERVICE_UNAVAILABLE)
+        else:
+            self.await_head(conn)
 
     def handle_exit(self, sig, frame) -> None:
         """SIGTERM: shut down from the event loop (`shut_down`), not from the signal handler.
@@ -176,6 +174,10 @@ class HeadFirstWorker(ThreadWorker):
         the close gets a reset after sending a request (2 runs in 8 of
         test_sigterm_under_load_fails_no_request_in_flight).
         """
+        self.method_queue.defer(self.shut_down)
+
+    def end_after_this_request(self) -> None:
+        """max_requests reached, on a pool thread: shut down from the event loop."""
         self.method_queue.defer(self.shut_down)
 
     def set_accept_enabled(self, enabled: bool) -> None:
@@ -263,6 +265,9 @@ class HeadFirstWorker(ThreadWorker):
 
     # -- after a request ---------------------------------------------------------------------
 
+    def handle_request(self, req, conn: HeadConn) -> bool:
+        return serve_request(self, req, conn.sock, conn.client, conn.server)
+
     def handle(self, conn: HeadConn):
         keepalive = super().handle(conn)
         if keepalive is True and conn.parser is not None and not conn.is_http2:
@@ -272,24 +277,8 @@ class HeadFirstWorker(ThreadWorker):
         return keepalive
 
     def _keepalive_after(self, conn: HeadConn, keepalive: bool) -> bool:
-        """Keep the connection only if the unread body is already here.
-
-        gthread waits up to 5 s on a pool thread for a body the app did not read; a client that
-        announces a body and never sends it would hold the thread that long. Reading without
-        blocking, a missing body closes the connection instead.
-        """
-        if not keepalive:
-            return False
-        body = getattr(conn.parser.mesg, "body", None)
-        if isinstance(getattr(body, "reader", None), LengthReader) and body.reader.length == 0:
-            return True  # nothing left to drain (every GET): skip the syscalls below
-        conn.sock.setblocking(False)
-        try:
-            return bool(conn.parser.finish_body(max_bytes=64 * 1024))
-        except (BlockingIOError, InterruptedError):
-            return False
-        finally:
-            conn.sock.setblocking(True)
+        """Keep the connection only if the unread body is already here (serving.py says why)."""
+        return keepalive and unread_body_is_here(conn.parser)
 
     def finish_request(self, conn: HeadConn, keepalive: object) -> None:
         """On the event loop, with what `handle` returned for `conn` (RequestThreads.serve)."""
@@ -371,3 +360,4 @@ class HeadFirstWorker(ThreadWorker):
 
     def murder_pending(self) -> None:
         """Nothing is ever deferred: gthread's pending table stays empty."""
+
