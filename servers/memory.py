@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 import psutil
 
 from servers.process import running, serve_command
+from servers.wrk import parse_wrk
 
 CONNECTIONS = 64
 
@@ -49,9 +49,10 @@ def wrk_round(port: int, seconds: int) -> int:
         text=True,
         check=True,
     ).stdout
-    if "Socket errors" in output or "Non-2xx" in output:
+    load = parse_wrk(output)
+    if not load.clean:
         raise RuntimeError(f"wrk saw errors:\n{output}")
-    return int(re.search(r"(\d+) requests in", output).group(1))
+    return load.requests
 
 
 def measure(server: str, requests: int, log: Path, round_seconds: int = 5, progress=None) -> list[Sample]:

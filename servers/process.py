@@ -19,6 +19,20 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# Each way a server can run that the tests and `make perf` measure: name -> (server, environment).
+# stdlib-style-per-connection is stdlib-style on its other worker, a thread per connection as in
+# Go (stdlib_style/per_connection.py): not the default, held to the same answers and measured
+# beside it. GUNICORN_CMD_ARGS overrides gunicorn.conf.py.
+RUNNERS: dict[str, tuple[str, dict[str, str]]] = {
+    "stdlib-style": ("stdlib-style", {}),
+    "stdlib-style-per-connection": (
+        "stdlib-style",
+        {"GUNICORN_CMD_ARGS": "--worker-class stdlib_style.per_connection.ThreadPerConnectionWorker"},
+    ),
+    "async-style": ("async-style", {}),
+}
+
+
 def serve_command(server: str, port: int, workers: int | str = "") -> list[str]:
     """The `make serve` command line, the one way a person starts a server."""
     return ["make", "-s", "-C", str(ROOT), "serve", f"SERVER={server}", f"PORT={port}", f"WORKERS={workers}"]

@@ -31,17 +31,23 @@ workers = _settings.workers
 # gthread with request heads read on its event loop instead of on pool threads: stock gthread
 # left pipelined requests unanswered and was starved by clients trickling header bytes
 # (src/stdlib_style/worker.py says how; servers/tests/test_reliability.py proves it).
+# Not stdlib_style.per_connection.ThreadPerConnectionWorker, a thread per connection as in Go:
+# measured in one run beside it and the Go peer, the same req/s under wrk -c50 (0.302 and 0.296
+# of the Go peer, 135 and 139 us of CPU per request), but under wrk -c15000 --timeout 10s it
+# served 259 req/s to this worker's 6,418 (3,713 with a 1 s GIL switch interval, then with 941
+# answers later than 10 s and 713 MiB resident against 62 MiB).
 worker_class = "stdlib_style.worker.HeadFirstWorker"
 # The C parser from gunicorn[fast] (gunicorn_h1c); "fast" fails loudly if it is missing instead
 # of falling back to the pure-Python parser as "auto" would.
 http_parser = "fast"
 # The hash holds the GIL, so threads only overlap socket I/O; more threads add switching.
+# (HeadFirstWorker's pool size; ThreadPerConnectionWorker has a thread per connection instead.)
 threads = 4
 # One worker must be able to hold every connection of the seed's 15,000-VU run on its own
-# (connections land unevenly across workers); past this limit gunicorn stops accepting.
+# (connections land unevenly across workers); past this limit the worker answers 503 and closes.
 # Measured (wrk -c15000, one worker): 16384 held all 15,000 with no socket error
-# (test_one_worker_holds_the_seeds_15000_keep_alive_connections); the default 1000 held 1,000
-# and left the rest unanswered in the kernel's queue.
+# (test_one_worker_answers_the_seeds_15000_keep_alive_connections_within_10_s); the default 1000
+# held 1,000 and (under stock gthread) left the rest unanswered in the kernel's queue.
 worker_connections = 16384
 # k6 VUs reuse their connection; the 2 s default closes connections that wait longer than that
 # between requests under overload, and the reconnects show up as http_req_connecting.
