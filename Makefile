@@ -48,7 +48,7 @@ IMAGE_TAG ?= dev
 # answers, else a local Debian bookworm base it builds once. --network host: this project's CI
 # engine runs without a bridge network.
 .PHONY: images
-images: ## build both server images (no registry reachable: on a local Debian base, see README "Images")
+images: ## build both server images (no registry reachable: on a local Debian base, see docs/images.md)
 	@base=$$(servers/base/python-base.sh $(PYTHON_BASE)); \
 	for s in $(SERVERS_ALL); do \
 	  echo "Building $$s:$(IMAGE_TAG) on $$base."; \
@@ -241,7 +241,7 @@ PERF_ROUNDS ?= 3
 PERF_RSS_REQUESTS ?= 100000
 
 .PHONY: perf
-perf: $(VENV)/.installed ## each server on one core beside a Go net/http peer: req/s ratio, open-model p99, scaling, RSS (README "Performance")
+perf: $(VENV)/.installed ## each server on one core beside a Go net/http peer: req/s ratio, open-model p99, scaling, RSS (docs/performance.md)
 	$(BIN)/python -m bench.perf --rounds "$(PERF_ROUNDS)" --rss-requests "$(PERF_RSS_REQUESTS)"
 
 ##@ Reliability (this machine)
@@ -250,7 +250,7 @@ perf: $(VENV)/.installed ## each server on one core beside a Go net/http peer: r
 REQUESTS ?= 1000000
 
 .PHONY: memory
-memory: $(VENV)/.installed ## RSS of one server (SERVER) over REQUESTS requests from wrk, as a table (README "Reliability")
+memory: $(VENV)/.installed ## RSS of one server (SERVER) over REQUESTS requests from wrk, as a table (docs/reliability.md#memory)
 	$(BIN)/python -m servers.memory --server "$(SERVER)" --requests "$(REQUESTS)"
 
 ##@ Quality
