@@ -203,7 +203,6 @@ class HeadFirstWorker(ThreadWorker):
         """
         if self.listeners_closed:
             return
-        self.listeners_closed = True
         for listener in self.sockets:
             try:
                 listener.setblocking(False)
@@ -215,6 +214,8 @@ class HeadFirstWorker(ThreadWorker):
             except OSError:
                 pass
             listener.close()
+        # Only now may answers say `Connection: close` (serving.serve_request).
+        self.listeners_closed = True
 
     # -- reading heads on the event loop ----------------------------------------------------
 
