@@ -10,7 +10,8 @@ from stdlib_style.worker import RequestThreads
 
 
 class StandInWorker:
-    """Records what the pool does: `handle` on a pool thread, `finish_request` through `defer`."""
+    """Records what the pool does: `handle` on a pool thread, then `rearm` there for a kept
+    connection or `finish_request` through `defer` (on the event loop) for one that ends."""
 
     def __init__(self, outcome) -> None:
         self.outcome = outcome
@@ -30,23 +31,28 @@ class StandInWorker:
     def finish_request(self, conn, keepalive):
         pass
 
+    def rearm(self, conn):
+        self.deferred.put((self.rearm, (conn, threading.current_thread().name)))
+
     def exception(self, message):
         self.logged.append(message)
 
 
-def test_each_connection_is_handled_on_a_pool_thread_and_its_outcome_deferred_to_the_loop():
+def test_a_kept_connection_is_rearmed_on_its_pool_thread_and_an_ended_one_goes_to_the_loop():
     worker = StandInWorker(lambda conn: conn != "close-me")
     pool = RequestThreads(worker, 3)
     for conn in ("a", "close-me", "b"):
         pool.submit(conn)
     outcomes = {}
     for _ in range(3):
-        callback, (conn, keepalive) = worker.deferred.get(timeout=10)
-        assert callback == worker.finish_request
-        outcomes[conn] = keepalive
+        callback, (conn, detail) = worker.deferred.get(timeout=10)
+        outcomes[conn] = (callback, detail)
     pool.shutdown(wait=True)
-    assert outcomes == {"a": True, "close-me": False, "b": True}
-    assert {name for _, name in worker.handled} <= {"request-0", "request-1", "request-2"}
+    assert outcomes["close-me"] == (worker.finish_request, False)
+    handled_on = dict(worker.handled)
+    for conn in ("a", "b"):
+        assert outcomes[conn] == (worker.rearm, handled_on[conn]), "re-armed by the thread that answered"
+    assert set(handled_on.values()) <= {"request-0", "request-1", "request-2"}
     assert not any(thread.is_alive() for thread in pool.threads)
 
 
@@ -60,7 +66,7 @@ def test_an_escaping_exception_closes_that_connection_and_the_thread_serves_on()
     pool = RequestThreads(worker, 1)
     pool.submit("boom")
     pool.submit("next")
-    results = [worker.deferred.get(timeout=10)[1] for _ in range(2)]
+    results = [worker.deferred.get(timeout=10) for _ in range(2)]
     pool.shutdown(wait=True)
-    assert results == [("boom", False), ("next", True)]
+    assert results == [(worker.finish_request, ("boom", False)), (worker.rearm, ("next", "request-0"))]
     assert worker.logged == ["Error handling request"]

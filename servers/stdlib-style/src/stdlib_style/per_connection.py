@@ -3,8 +3,8 @@
 This is the model of Go's net/http, which stdlib-style stands in for: one goroutine per
 connection blocks in `read`, parses the request, runs the handler, writes the answer and reads
 again. `worker.HeadFirstWorker` (gunicorn's gthread underneath) instead has an event-loop thread
-read each request head, unregister the socket, queue the connection for a pool thread and
-register it again afterwards.
+read each request head and queue the connection for a pool thread, which answers it and hands
+the socket back to the loop's epoll.
 
 Here the worker's main thread only accepts; every connection gets a thread of its own that does
 everything else with blocking calls, so no selector and no hand-off sits on a request's path.
