@@ -4,15 +4,19 @@
 
 `make perf` runs it. The method is the one of shared/tools/peer-bench, extended:
 
-1. throughput: each server (WORKERS=1, pinned to CPU 0) and the Go peer (CPU 0 too) answer
-   `wrk -t1 -c50` pinned to CPU 1, alternating A B C for `--rounds` rounds; the ratio is the
-   median of the per-round ratios server ÷ Go, so a noisy neighbour hits both sides of a round;
-2. open model: at half of each server's median maximum, a constant arrival rate from
+1. throughput: each runner (WORKERS=1, pinned to CPU 0: stdlib-style on its default worker and
+   on its thread-per-connection one, async-style) and the Go peer (CPU 0 too) answer
+   `wrk -t1 -c50` pinned to CPU 1, alternating A B C D for `--rounds` rounds; the ratio is the
+   median of the per-round ratios runner ÷ Go, so a noisy neighbour hits both sides of a round,
+   beside the server's CPU time per answered request;
+2. the seed's connections: each of them once under `wrk -t1 -c15000 -d15s --timeout 10s`:
+   answers, the slowest, answers later than 10 s, errors, peak RSS;
+3. open model: at half of each server's median maximum, a constant arrival rate from
    bench/openloop.py (pinned to CPU 1; k6 alone on one CPU cannot generate these rates, its
    docstring says how that was measured) against the server, then against the Go peer at the
    same rate: the p99s side by side;
-3. scaling: WORKERS=2 on both CPUs, wrk sharing them, beside WORKERS=1 on one CPU;
-4. memory: RSS of the runner and its one worker every few seconds of wrk load
+4. scaling: WORKERS=2 on both CPUs, wrk sharing them, beside WORKERS=1 on one CPU;
+5. memory: RSS of the runner and its one worker every few seconds of wrk load
    (servers/memory.py), start against end.
 
 Results: results/perf-<UTC time>/perf.md and perf.json; the tables are printed too. The Go peer
@@ -26,7 +30,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -37,11 +40,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+import psutil
+
+from servers.process import RUNNERS
+from servers.wrk import Load, parse_wrk, room_for_connections
+
 ROOT = Path(__file__).resolve().parents[1]
 PEER_SOURCE = ROOT.parent / "shared" / "peer" / "go-net-http"
 SERVERS = ("stdlib-style", "async-style")
 GO = "go-peer"
 CONNECTIONS = 50
+# The seed's load on one pod, and the answer time past which its users count a request failed.
+SEED_CONNECTIONS, SEED_SECONDS, SEED_TIMEOUT = 15_000, 15, 10
 
 
 class PerfError(RuntimeError):
@@ -49,13 +59,11 @@ class PerfError(RuntimeError):
 
 
 @dataclass
-class Load:
-    """One wrk run: requests per second and the latency wrk saw (closed loop)."""
+class Measured(Load):
+    """A wrk run and what the server spent on it."""
 
-    rps: float
-    p50_ms: float | None = None
-    p99_ms: float | None = None
-    errors: str = ""
+    cpu_us: float | None = None  # CPU time of the server's processes per answered request
+    peak_rss_mib: float | None = None  # of the runner and its worker, sampled every 0.5 s
 
 
 @dataclass
@@ -64,32 +72,13 @@ class Report:
     settings: dict
     peer_note: str = ""
     throughput: dict[str, list[Load]] = field(default_factory=dict)
+    seed: dict[str, Load] = field(default_factory=dict)
     open_model: dict[str, dict] = field(default_factory=dict)
     scaling: dict[str, dict] = field(default_factory=dict)
     memory: dict[str, dict] = field(default_factory=dict)
 
 
 # -- pure parts (tested in bench/tests/test_perf.py) ------------------------------------------
-
-
-def _duration_ms(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
-
-
-def parse_wrk(output: str) -> Load:
-    """The numbers of one `wrk --latency` run."""
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    if not rps:
-        raise ValueError("wrk printed no Requests/sec line: " + output.strip()[-300:])
-    latency = dict(re.findall(r"^\s+(50|99)(?:\.0+)?%\s+([\d.]+(?:us|ms|s|m))\s*$", output, re.M))
-    errors = "; ".join(line.strip() for line in output.splitlines() if "Non-2xx" in line or "Socket errors" in line)
-    return Load(
-        rps=float(rps.group(1)),
-        p50_ms=_duration_ms(latency["50"]) if "50" in latency else None,
-        p99_ms=_duration_ms(latency["99"]) if "99" in latency else None,
-        errors=errors,
-    )
 
 
 def median_rps(loads: Sequence[Load]) -> float:
@@ -128,13 +117,15 @@ def render(report: Report) -> str:
         f"{s['rounds']} rounds of {s['seconds']} s, servers alternating; medians. The ratio is the median of "
         "the per-round ratios to the Go peer (same work: 100 chained SHA-256 + JSON, Go net/http).",
         "",
-        "| server | req/s | ratio to Go | p50 | p99 (closed loop) | rounds (req/s) |",
-        "|---|---:|---:|---:|---:|---|",
+        "| server | req/s | ratio to Go | CPU per request | p50 | p99 (closed loop) | rounds (req/s) |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for name, loads in report.throughput.items():
         ratio = None if name == GO else ratio_median(loads, peer)
+        cpu = [x.cpu_us for x in loads if getattr(x, "cpu_us", None) is not None]
         lines.append(
             f"| {name} | {_num(median_rps(loads))} | {_num(ratio, 3) if name != GO else '1'} "
+            f"| {_num(statistics.median(cpu) if cpu else None, 0, ' µs')} "
             f"| {_num(statistics.median(x.p50_ms for x in loads if x.p50_ms is not None), 2, ' ms') if any(x.p50_ms for x in loads) else '–'} "
             f"| {_num(statistics.median(x.p99_ms for x in loads if x.p99_ms is not None), 2, ' ms') if any(x.p99_ms for x in loads) else '–'} "
             f"| {', '.join(_num(x.rps) for x in loads)} |"
@@ -144,6 +135,24 @@ def render(report: Report) -> str:
         lines += ["", f"Go peer: {report.peer_note}"]
     if errors:
         lines += ["", "wrk saw errors: " + " | ".join(errors)]
+    if report.seed:
+        lines += [
+            "",
+            f"## The seed's connections: `wrk -t1 -c{SEED_CONNECTIONS} -d{SEED_SECONDS}s --timeout {SEED_TIMEOUT}s`",
+            "",
+            f"One worker on CPU {s['server_cpu']}, wrk on CPU {s['load_cpu']}, each server once. wrk counts an answer "
+            f"later than {SEED_TIMEOUT} s as a timeout and does not count one that never came, so *answered* and "
+            "*slowest* say the rest.",
+            "",
+            "| server | req/s | answered | p50 | p99 | slowest | later than 10 s | socket errors / non-2xx | peak RSS |",
+            "|---|---:|---:|---:|---:|---:|---:|---|---:|",
+        ]
+        for name, load in report.seed.items():
+            lines.append(
+                f"| {name} | {_num(load.rps)} | {_num(load.requests)} | {_num(load.p50_ms, 0, ' ms')} "
+                f"| {_num(load.p99_ms, 0, ' ms')} | {_num(load.max_ms, 0, ' ms')} | {load.timeouts:,} "
+                f"| {load.socket_errors:,} / {load.non_2xx:,} | {_num(getattr(load, 'peak_rss_mib', None), 0, ' MiB')} |"
+            )
     if report.open_model:
         lines += [
             "",
@@ -244,15 +253,18 @@ def free_port() -> int:
 
 
 def start(name: str, peer: Path | None, cpus: str, workers: int, log: Path):
-    """A context manager serving `name` on a free port, pinned to `cpus`."""
+    """A context manager serving `name` (the Go peer or one of RUNNERS) on a free port, pinned to `cpus`."""
     from servers.process import running, serve_command
 
     port = free_port()
+    env = {"PORT": str(port)}
     if name == GO:
         command = ["taskset", "-c", cpus, str(peer)]
     else:
-        command = ["taskset", "-c", cpus, *serve_command(name, port, workers)]
-    return port, running(command, port, log, env={"PORT": str(port)})
+        server, runner_env = RUNNERS[name]
+        command = ["taskset", "-c", cpus, *serve_command(server, port, workers)]
+        env.update(runner_env)
+    return port, running(command, port, log, env=env)
 
 
 def serve_and_load(name: str, peer: Path | None, cpus: str, workers: int, log: Path, load: Callable[[int], object]):
@@ -260,6 +272,37 @@ def serve_and_load(name: str, peer: Path | None, cpus: str, workers: int, log: P
     with server:
         subprocess.run(["curl", "-sf", "-o", "/dev/null", f"http://127.0.0.1:{port}/hash"], check=True)  # warm
         return load(port)
+
+
+def server_processes(leader_pid: int) -> list[psutil.Process]:
+    """The server's own processes: the runner and its workers, not `make` or `taskset` above them."""
+    leader = psutil.Process(leader_pid)
+    return [p for p in [leader, *leader.children(recursive=True)] if p.name() not in ("make", "taskset")]
+
+
+def measured_wrk(name: str, peer: Path | None, cpus: str, load_cpu: str, seconds: int, log: Path,
+                 connections: int = CONNECTIONS, timeout: int | None = None) -> Measured:
+    """One wrk run against `name`, with the server's CPU time per answer and its peak RSS."""
+    port, server = start(name, peer, cpus, 1, log)
+    with server as running_server:
+        subprocess.run(["curl", "-sf", "-o", "/dev/null", f"http://127.0.0.1:{port}/hash"], check=True)  # warm
+        tree = server_processes(running_server.process.pid)
+
+        def cpu_seconds() -> float:
+            return sum(sum(p.cpu_times()[:2]) for p in tree if p.is_running())
+
+        before, peak = cpu_seconds(), 0.0
+        command = ["taskset", "-c", load_cpu, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+                   *(["--timeout", f"{timeout}s"] if timeout else []), f"http://127.0.0.1:{port}/hash"]
+        wrk_run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        while wrk_run.poll() is None:
+            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()) / 2**20)
+            time.sleep(0.5)
+        output, spent = wrk_run.communicate()[0], cpu_seconds() - before
+    if wrk_run.returncode != 0:
+        raise RuntimeError(f"wrk failed against {name}: {output.strip()[-300:]}")
+    load = parse_wrk(output)
+    return Measured(**asdict(load), cpu_us=spent / load.requests * 1e6 if load.requests else None, peak_rss_mib=peak)
 
 
 def open_loop(port: int, cpu: str, rate: int, seconds: int, log: Path) -> dict:
@@ -293,15 +336,23 @@ def run(args: argparse.Namespace, out: Path) -> Report:
     with tempfile.TemporaryDirectory() as tmp:
         peer, report.peer_note = build_peer(Path(tmp))
         say(report.peer_note)
-        names = ([GO] if peer else []) + list(SERVERS)
+        names = ([GO] if peer else []) + list(RUNNERS)
         for name in names:
             report.throughput[name] = []
         for r in range(1, args.rounds + 1):
             for name in names:
-                load = serve_and_load(name, peer, server_cpu, 1, logs / f"{name}-round{r}.log",
-                                      lambda port: wrk(port, load_cpu, args.seconds))  # fmt: skip
+                load = measured_wrk(name, peer, server_cpu, load_cpu, args.seconds, logs / f"{name}-round{r}.log")
                 report.throughput[name].append(load)
-                say(f"round {r}/{args.rounds} {name}: {load.rps:,.0f} req/s")
+                say(f"round {r}/{args.rounds} {name}: {load.rps:,.0f} req/s, {_num(load.cpu_us, 0)} us of CPU per request")
+        if args.seed:
+            if problem := room_for_connections(SEED_CONNECTIONS + 2000):
+                raise PerfError(problem)
+            for name in names:
+                load = measured_wrk(name, peer, server_cpu, load_cpu, SEED_SECONDS, logs / f"{name}-seed.log",
+                                    connections=SEED_CONNECTIONS, timeout=SEED_TIMEOUT)  # fmt: skip
+                report.seed[name] = load
+                say(f"{SEED_CONNECTIONS:,} connections, {name}: {load.requests:,} answered, slowest "
+                    f"{_num(load.max_ms, 0)} ms, {load.timeouts:,} later than {SEED_TIMEOUT} s")  # fmt: skip
         if args.open_seconds:
             for name in SERVERS:
                 rate = max(1, int(median_rps(report.throughput[name]) / 2))
@@ -338,6 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--open-seconds", type=int, default=15, help="0 skips the open-model runs")
     parser.add_argument("--no-scaling", dest="scaling", action="store_false")
+    parser.add_argument("--no-seed", dest="seed", action="store_false", help="skip the 15,000-connection runs")
     parser.add_argument("--rss-requests", type=int, default=100_000, help="0 skips the memory runs")
     parser.add_argument("--results", type=Path, default=ROOT / "results")
     args = parser.parse_args(argv)

@@ -1,43 +1,8 @@
-"""bench/perf.py's arithmetic and tables, from hand-made wrk output: no server, no load."""
+"""bench/perf.py's arithmetic and tables, from hand-made numbers: no server, no load."""
 
 from __future__ import annotations
 
-import pytest
-
-from bench.perf import GO, Load, Report, parse_wrk, ratio_median, render, round_ratios
-
-WRK = """Running 8s test @ http://127.0.0.1:40123/hash
-  1 threads and 50 connections
-  Thread Stats   Avg      Stdev     Max   +/- Stdev
-    Latency     4.10ms    1.20ms  31.00ms   90.00%
-    Req/Sec    12.31k   401.00    13.00k    70.00%
-  Latency Distribution
-     50%    3.95ms
-     75%    4.40ms
-     90%    5.10ms
-     99%    1.20s
-  98123 requests in 8.00s, 17.01MB read
-Requests/sec:  12265.37
-Transfer/sec:      2.13MB
-"""
-
-
-def test_parse_wrk_reads_rate_and_latency_units():
-    load = parse_wrk(WRK)
-    assert load.rps == pytest.approx(12265.37)
-    assert load.p50_ms == pytest.approx(3.95)
-    assert load.p99_ms == pytest.approx(1200.0)
-    assert load.errors == ""
-
-
-def test_parse_wrk_keeps_error_lines():
-    load = parse_wrk(WRK.replace("Requests/sec", "  Non-2xx or 3xx responses: 7\nRequests/sec"))
-    assert "Non-2xx or 3xx responses: 7" in load.errors
-
-
-def test_parse_wrk_without_a_rate_says_so():
-    with pytest.raises(ValueError, match="Requests/sec"):
-        parse_wrk("unable to connect to 127.0.0.1:1 Connection refused")
+from bench.perf import GO, Load, Measured, Report, ratio_median, render, round_ratios
 
 
 def test_ratio_is_the_median_of_per_round_ratios():
@@ -50,7 +15,10 @@ def test_ratio_is_the_median_of_per_round_ratios():
 
 
 def report(with_peer: bool) -> Report:
-    rows = {"stdlib-style": [Load(3000, 10.0, 30.0), Load(3300, 9.0, 25.0)], "async-style": [Load(7000, 4.0, 9.0)] * 2}
+    rows = {
+        "stdlib-style": [Measured(3000, 10.0, 30.0, cpu_us=300.0), Measured(3300, 9.0, 25.0, cpu_us=310.0)],
+        "async-style": [Load(7000, 4.0, 9.0)] * 2,
+    }
     r = Report(
         machine={"when": "2026-11-27 12:00 UTC", "cpu": "AMD EPYC", "cpus": 2, "kernel": "6.1", "python": "3.11.7"},
         settings={"rounds": 2, "seconds": 8, "connections": 50, "server_cpu": "0", "load_cpu": "1", "cpus": 2,
@@ -65,7 +33,7 @@ def test_table_has_a_row_per_server_with_its_ratio():
     text = render(report(with_peer=True))
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
     assert set(rows) >= {GO, "stdlib-style", "async-style"}
-    assert "| 3,150 | 0.300 |" in rows["stdlib-style"]  # median of 3000/10000 and 3300/11000
+    assert "| 3,150 | 0.300 | 305 µs |" in rows["stdlib-style"]  # median of 3000/10000 and 3300/11000
     assert "| 7,000 | 0.668 |" in rows["async-style"]  # median of 0.7 and 0.636
     assert "AMD EPYC" in text and "make perf" in text
 
@@ -85,3 +53,16 @@ def test_open_model_rows_put_the_p99s_side_by_side_with_the_generator_load():
     }  # fmt: skip
     row = next(line for line in render(r).splitlines() if line.startswith("| async-style | 5,000"))
     assert row == "| async-style | 5,000 | 0.80 ms | 2.70 ms | 1.80 ms | 1.50 | 0 / 0 | 0.28 / 0.31 |"
+
+
+def test_the_seed_table_shows_what_wrk_does_not_count():
+    r = report(with_peer=True)
+    r.seed = {
+        "stdlib-style": Measured(6418, 2020.0, 2580.0, requests=96710, max_ms=2610.0, peak_rss_mib=62.4),
+        "stdlib-style-per-connection": Measured(259, 107.0, 8080.0, requests=3892, max_ms=8130.0, timeouts=0),
+    }
+    text = render(r)
+    assert "wrk -t1 -c15000 -d15s --timeout 10s" in text
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| stdlib")}
+    assert rows["stdlib-style"].endswith("| 6,418 | 96,710 | 2,020 ms | 2,580 ms | 2,610 ms | 0 | 0 / 0 | 62 MiB |")
+    assert "| 259 | 3,892 |" in rows["stdlib-style-per-connection"]
