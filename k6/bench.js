@@ -39,7 +39,7 @@
 //     "iterations":         { "count", "rate" },
 //     "dropped_iterations": { "count", "rate" },               zeros when none were dropped
 //     "vus_max", "thresholds": { "<metric>": { "<expression>": true|false (held) } } }
-// A short human summary goes to stdout; bench/cluster.py reads its duration, requests, failed
+// A short human summary goes to stdout; bench/cluster/results.py reads its duration, requests, failed
 // requests and latency lines back from the runner pods' logs, so keep their format.
 
 import http from 'k6/http';

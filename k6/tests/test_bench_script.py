@@ -121,7 +121,7 @@ def test_a_run_writes_the_documented_summary(tmp_path, free_port):
         )
     assert result.returncode == 0, result.stderr
     assert "py-serving-bench k6: server=async-style profile=open" in result.stdout
-    # bench/cluster.py reads these lines back from the runner pods' logs: keep them stable.
+    # bench/cluster/results.py reads these lines back from the runner pods' logs: keep them stable.
     for line in (r"  duration +[\d.]+ s, max VUs \d+", r"  requests +\d+ \([\d.]+/s\)",
                  r"  failed requests +\d+ \([\d.]+ %\)",
                  r"  latency \(ok only\) +p50 [\d.]+ ms  p90 [\d.]+ ms  p95 [\d.]+ ms  p99 [\d.]+ ms  avg [\d.]+ ms  max [\d.]+ ms"):

@@ -26,7 +26,7 @@ BACKLOG = 16384
 # Backpressure gates accepted connections, not requests: a worker holding this many open
 # keep-alive connections stops accepting. One worker must hold all 15,000 of the seed's VUs.
 # Measured (wrk -c15000, one worker): 16384 held all 15,000 with no socket error
-# (test_one_worker_holds_the_seeds_15000_keep_alive_connections); 1024, the default with the
+# (test_one_worker_answers_the_seeds_15000_keep_alive_connections_within_10_s); 1024, the default with the
 # default backlog, held 1,024 and left the rest unanswered in the kernel's queue.
 BACKPRESSURE = 16384
 # Kubernetes waits terminationGracePeriodSeconds (30 s) before SIGKILL; in-flight requests

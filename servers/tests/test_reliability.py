@@ -3,7 +3,7 @@ under load, the connection limit and memory, against each server under its real 
 worker, loopback only). stdlib-style's other worker (per_connection.py, Go's model: not the
 default) is held to the same answers, except the 15,000 connections it is known to fail.
 
-The README's "Reliability" section tabulates what each server does for each attack.
+docs/reliability.md tabulates what each server does for each attack.
 """
 
 from __future__ import annotations
@@ -419,7 +419,7 @@ def test_sigterm_under_load_fails_no_request_in_flight(runner, tmp_path):
 
 # -- memory over many requests ----------------------------------------------------------------
 
-# CI's count; `make memory` runs the README's million. A leak of 100 bytes a request would add
+# CI's count; `make memory` runs docs/reliability.md's million. A leak of 100 bytes a request would add
 # about 10 MiB over 100,000; measured growth here was under 1 MiB for both servers.
 MEMORY_REQUESTS = 100_000
 MEMORY_GROWTH_MIB = 10.0

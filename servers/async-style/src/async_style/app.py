@@ -1,7 +1,7 @@
 """The Starlette ASGI application: GET /hash and GET /health.
 
-Shaped for the hot path; per-request CPU of each step measured in process (README,
-"Performance"): Starlette's defaults cost 14 µs over a raw ASGI callable, this shape 4 µs.
+Shaped for the hot path; per-request CPU of each step measured in process (docs/performance.md,
+"What each lever measured"): Starlette's defaults cost 14 µs over a raw ASGI callable, this shape 4 µs.
 
 - The endpoints are ASGI callables, which Starlette's `Route` calls as they are: no `Request`
   object, no `request_response` and exception-handling wrappers around `send` (7 µs).

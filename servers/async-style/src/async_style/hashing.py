@@ -6,7 +6,7 @@ The twin of this file lives in the other server; both are checked against server
 try:
     # CPython 3.11's own SHA-256 (the one hashlib falls back to without OpenSSL): 100 rounds of
     # 32 bytes cost 34-36 µs of CPU here against 40-42 µs through OpenSSL's EVP layer, whose per-call
-    # context setup outweighs its faster compression at this size (README, "Performance").
+    # context setup outweighs its faster compression at this size (docs/performance.md, "What each lever measured").
     from _sha256 import sha256
 except ImportError:
     # 3.12 replaced it with HACL* code (`_sha2`), no faster than OpenSSL here (47 vs 45 µs).

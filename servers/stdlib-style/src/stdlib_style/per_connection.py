@@ -21,7 +21,7 @@ connection is gone or after `graceful_timeout`.
 
 It is not stdlib-style's default: measured beside `HeadFirstWorker` and the Go peer, it is no
 faster under 50 connections and fails the seed's 15,000, because CPython hands the GIL to
-whichever ready thread wakes first (README, "Performance"). Run it with
+whichever ready thread wakes first (docs/performance.md, "A thread per connection"). Run it with
 `GUNICORN_CMD_ARGS="--worker-class stdlib_style.per_connection.ThreadPerConnectionWorker"`.
 """
 

@@ -35,7 +35,7 @@ class Settings:
     # Off by default: a log line per request is work on the hot path of a benchmark whose point
     # is the cost of serving. Measured (one worker on CPU 0, wrk -c50 on CPU 1, log to /dev/null,
     # 3 alternating rounds, medians): stdlib-style 2,851 -> 1,999 req/s, async-style 7,526 ->
-    # 5,566 req/s with it on (README, "Configuration").
+    # 5,566 req/s with it on (docs/performance.md, "Why the access log is off").
     access_log: bool
     # Linux scheduling policy of the runner, its workers and all their threads (apply_sched_policy).
     sched_policy: str = "batch"
@@ -66,7 +66,7 @@ def apply_sched_policy(policy: str) -> str | None:
     under the default policy each such wake-up preempts the thread doing Python work. Measured
     (async-style, one worker on CPU 0, `wrk -t1 -c50` on CPU 1): 63,000 context switches for
     46,000 requests under `other`, 6,800 for 51,000 under `batch`; CPU per request, alternating
-    rounds beside the Go peer, medians (README, "Configuration"): async-style 114 -> 96 us over
+    rounds beside the Go peer, medians (docs/performance.md, "Why SCHED_POLICY=batch"): async-style 114 -> 96 us over
     10 rounds, stdlib-style 386 -> 351 us over 8. No privilege is needed for either policy.
 
     Returns None when done, or the one-line reason the OS refused (the server then runs under

@@ -32,7 +32,7 @@ instead of waking the loop to unregister and register its socket: all cheaper pe
 
 It is stdlib-style's default, measured against a worker in Go's own model, a thread per
 connection (`per_connection.py`): as fast under 50 connections, and the only one of the two
-that answers the seed's 15,000 within 10 s (README, "Performance").
+that answers the seed's 15,000 within 10 s (docs/performance.md, "A thread per connection").
 """
 
 from __future__ import annotations
