@@ -241,7 +241,7 @@ PERF_ROUNDS ?= 3
 PERF_RSS_REQUESTS ?= 100000
 
 .PHONY: perf
-perf: $(VENV)/.installed ## each server on one core beside a Go net/http peer: req/s ratio, open-model p99, scaling, RSS (docs/performance.md)
+perf: $(VENV)/.installed ## each server on one core beside a Go net/http peer: req/s ratio, CPU per request, 15,000 connections, open-model p99, scaling, RSS (docs/performance.md)
 	$(BIN)/python -m bench.perf --rounds "$(PERF_ROUNDS)" --rss-requests "$(PERF_RSS_REQUESTS)"
 
 ##@ Reliability (this machine)

@@ -32,10 +32,10 @@ workers = _settings.workers
 # left pipelined requests unanswered and was starved by clients trickling header bytes
 # (src/stdlib_style/worker.py says how; servers/tests/test_reliability.py proves it).
 # Not stdlib_style.per_connection.ThreadPerConnectionWorker, a thread per connection as in Go:
-# measured in one run beside it and the Go peer, the same req/s under wrk -c50 (0.302 and 0.296
-# of the Go peer, 135 and 139 us of CPU per request), but under wrk -c15000 --timeout 10s it
-# served 259 req/s to this worker's 6,418 (3,713 with a 1 s GIL switch interval, then with 941
-# answers later than 10 s and 713 MiB resident against 62 MiB).
+# measured in one run beside it and the Go peer (make perf, 2026-12-02 19:56), the same under
+# wrk -c50 (0.311 and 0.306 of the Go peer's req/s, 118 us of CPU per request each), but under
+# wrk -c15000 -d15s --timeout 10s it answered 1,243 requests where this worker answered 119,030,
+# the slowest in 2.24 s (docs/performance.md, "A thread per connection").
 worker_class = "stdlib_style.worker.HeadFirstWorker"
 # The C parser from gunicorn[fast] (gunicorn_h1c); "fast" fails loudly if it is missing instead
 # of falling back to the pure-Python parser as "auto" would.
