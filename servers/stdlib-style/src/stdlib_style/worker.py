@@ -112,9 +112,12 @@ class RequestThreads:
                 worker.log.exception("Error handling request")
                 keepalive = False
             if keepalive is True:
-                rearm(conn)
-            else:
-                defer(finish, conn, keepalive)
+                try:
+                    rearm(conn)
+                    continue
+                except (OSError, ValueError):  # the worker's epoll is closed: it is exiting
+                    keepalive = False
+            defer(finish, conn, keepalive)
 
     def shutdown(self, wait: bool = True, **_: object) -> None:
         for _ in self.threads:
