@@ -236,14 +236,6 @@ def build_peer(into: Path) -> tuple[Path | None, str]:
     return binary, f"built from {PEER_SOURCE} with {subprocess.run(['go', 'version'], capture_output=True, text=True).stdout.strip()}."
 
 
-def wrk(port: int, cpus: str, seconds: int, connections: int = CONNECTIONS) -> Load:
-    output = subprocess.run(
-        ["taskset", "-c", cpus, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{port}/hash"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    return parse_wrk(output)
-
-
 def free_port() -> int:
     import socket
 
@@ -267,11 +259,12 @@ def start(name: str, peer: Path | None, cpus: str, workers: int, log: Path):
     return port, running(command, port, log, env=env)
 
 
-def serve_and_load(name: str, peer: Path | None, cpus: str, workers: int, log: Path, load: Callable[[int], object]):
+def serve_and_load(name: str, peer: Path | None, cpus: str, workers: int, log: Path, load: Callable):
+    """Start `name`, warm it with one request, and return `load(port, running server)`."""
     port, server = start(name, peer, cpus, workers, log)
-    with server:
+    with server as running_server:
         subprocess.run(["curl", "-sf", "-o", "/dev/null", f"http://127.0.0.1:{port}/hash"], check=True)  # warm
-        return load(port)
+        return load(port, running_server)
 
 
 def server_processes(leader_pid: int) -> list[psutil.Process]:
@@ -281,12 +274,11 @@ def server_processes(leader_pid: int) -> list[psutil.Process]:
 
 
 def measured_wrk(name: str, peer: Path | None, cpus: str, load_cpu: str, seconds: int, log: Path,
-                 connections: int = CONNECTIONS, timeout: int | None = None) -> Measured:
+                 connections: int = CONNECTIONS, timeout: int | None = None, workers: int = 1) -> Measured:
     """One wrk run against `name`, with the server's CPU time per answer and its peak RSS."""
-    port, server = start(name, peer, cpus, 1, log)
-    with server as running_server:
-        subprocess.run(["curl", "-sf", "-o", "/dev/null", f"http://127.0.0.1:{port}/hash"], check=True)  # warm
-        tree = server_processes(running_server.process.pid)
+
+    def load(port: int, server) -> Measured:
+        tree = server_processes(server.process.pid)
 
         def cpu_seconds() -> float:
             return sum(sum(p.cpu_times()[:2]) for p in tree if p.is_running())
@@ -299,10 +291,13 @@ def measured_wrk(name: str, peer: Path | None, cpus: str, load_cpu: str, seconds
             peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()) / 2**20)
             time.sleep(0.5)
         output, spent = wrk_run.communicate()[0], cpu_seconds() - before
-    if wrk_run.returncode != 0:
-        raise RuntimeError(f"wrk failed against {name}: {output.strip()[-300:]}")
-    load = parse_wrk(output)
-    return Measured(**asdict(load), cpu_us=spent / load.requests * 1e6 if load.requests else None, peak_rss_mib=peak)
+        if wrk_run.returncode != 0:
+            raise RuntimeError(f"wrk failed against {name}: {output.strip()[-300:]}")
+        result = parse_wrk(output)
+        cpu_us = spent / result.requests * 1e6 if result.requests else None
+        return Measured(**asdict(result), cpu_us=cpu_us, peak_rss_mib=peak)
+
+    return serve_and_load(name, peer, cpus, workers, log, load)
 
 
 def open_loop(port: int, cpu: str, rate: int, seconds: int, log: Path) -> dict:
@@ -360,7 +355,7 @@ def run(args: argparse.Namespace, out: Path) -> Report:
                 for who in ([name] + ([GO] if peer else [])):
                     row["server" if who == name else "go"] = serve_and_load(
                         who, peer, server_cpu, 1, logs / f"open-{name}-{who}.log",
-                        lambda port, who=who: open_loop(port, load_cpu, rate, args.open_seconds,
+                        lambda port, _, who=who: open_loop(port, load_cpu, rate, args.open_seconds,
                                                         logs / f"open-{name}-{who}.openloop.log"),
                     )  # fmt: skip
                     say(f"open {name} at {rate:,} req/s, {who}: p99 {row['server' if who == name else 'go']['p99_ms']} ms")
@@ -368,8 +363,8 @@ def run(args: argparse.Namespace, out: Path) -> Report:
         if args.scaling:
             for name in names:
                 workers = len(cpus)
-                load = serve_and_load(name, peer, all_cpus, workers, logs / f"{name}-scaling.log",
-                                      lambda port: wrk(port, all_cpus, args.seconds))  # fmt: skip
+                load = measured_wrk(name, peer, all_cpus, all_cpus, args.seconds, logs / f"{name}-scaling.log",
+                                    workers=workers)  # fmt: skip
                 report.scaling[name] = {"one": median_rps(report.throughput[name]), "all": load.rps,
                                         "workers": 1 if name == GO else workers}  # fmt: skip
                 say(f"scaling {name}: {load.rps:,.0f} req/s on {len(cpus)} CPUs")
