@@ -9,14 +9,15 @@ MAKEFLAGS += --no-print-directory
 # Pinned tool, chart and image versions: the one place they are written.
 include versions.env
 
-SERVERS_ALL := stdlib-style async-style
+# Every server is a folder with a server.yaml (servers/registry.py reads it; its keys are listed there).
+SERVERS_ALL := $(patsubst servers/%/server.yaml,%,$(wildcard servers/*/server.yaml))
 
 ##@ Variables (override as NAME=value)
 ## Python 3.11+ that creates the virtual environment
 PYTHON ?= python3
 ## repo-local virtual environment, created when missing
 VENV ?= .venv
-## server for `serve`: stdlib-style or async-style
+## server for `serve` and `memory`: one of the folders under servers/ (`make help` lists them)
 SERVER ?= async-style
 ## port for `serve`
 PORT ?= 8080
@@ -24,52 +25,48 @@ PORT ?= 8080
 WORKERS ?=
 
 BIN := $(VENV)/bin
-LOCKS := servers/stdlib-style/requirements.lock servers/async-style/requirements.lock requirements-dev.lock
-
-# The command each image runs, from inside its server folder (the Dockerfiles' ENTRYPOINT runs
-# the same; tests/test_makefile.py holds the two together).
-SERVE_stdlib-style := gunicorn --config gunicorn.conf.py
-SERVE_async-style := python granian_conf.py
+# The Python servers' locks and the tools': the virtual environment is rebuilt when one changes.
+LOCKS := $(wildcard servers/*/requirements.lock) requirements-dev.lock
+# servers/registry.py for recipes: the servers a SERVERS value names, a field of one server.
+REGISTRY_PY = $(BIN)/python -m servers.registry
 
 ##@ Local loop
 
 .PHONY: serve
-serve: $(VENV)/.installed ## run one server in the foreground, exactly as its image does
-	@case "$(SERVER)" in stdlib-style|async-style) ;; *) \
-	  echo "SERVER must be stdlib-style or async-style, got '$(SERVER)': try make serve SERVER=async-style." >&2; exit 2;; esac
-	cd servers/$(SERVER) && PATH="$(abspath $(BIN)):$$PATH" PORT=$(PORT) WORKERS=$(WORKERS) exec $(SERVE_$(SERVER))
+serve: $(VENV)/.installed ## run one server in the foreground, exactly as its image does (its build step first, if it has one)
+	@PATH="$(abspath $(BIN)):$$PATH" exec $(BIN)/python -m servers.serve "$(SERVER)" --port "$(PORT)" --workers "$(WORKERS)"
 
 ##@ Images
 
-## tag of the images `images` builds: stdlib-style:<IMAGE_TAG>, async-style:<IMAGE_TAG>
+## tag of the images `images` builds: <server>:<IMAGE_TAG>
 IMAGE_TAG ?= dev
 
-# The base comes from servers/base/python-base.sh: PYTHON_BASE (versions.env) when a registry
-# answers, else a local Debian bookworm base it builds once. --network host: this project's CI
-# engine runs without a bridge network.
+# Each image's base comes from servers/base/base-image.sh, by its server.yaml image.base:
+# PYTHON_BASE or DEBIAN_BASE (versions.env) when a registry answers, else a local Debian bookworm
+# base it builds once. --network host: this project's CI engine runs without a bridge network.
 .PHONY: images
-images: ## build both server images (no registry reachable: on a local Debian base, see docs/images.md)
-	@base=$$(servers/base/python-base.sh $(PYTHON_BASE)); \
-	for s in $(SERVERS_ALL); do \
+images: $(VENV)/.installed ## build every server's image, <server>:IMAGE_TAG (no registry reachable: on a local Debian base, see docs/images.md)
+	@for s in $(SERVERS_ALL); do \
+	  kind=$$($(REGISTRY_PY) field $$s image.base); \
+	  case $$kind in python) public=$(PYTHON_BASE);; *) public=$(DEBIAN_BASE);; esac; \
+	  base=$$(servers/base/base-image.sh $$kind $$public); \
 	  echo "Building $$s:$(IMAGE_TAG) on $$base."; \
-	  docker build --network host --build-arg PYTHON_BASE=$$base -t $$s:$(IMAGE_TAG) servers/$$s; \
+	  docker build --network host --build-arg BASE=$$base -t $$s:$(IMAGE_TAG) servers/$$s; \
 	done
 
 ##@ Cluster (kind for the local loop, Hetzner for numbers)
 
 ## registry `images-push` pushes to and `deploy` pulls from (kind: the ctlptl registry)
 REGISTRY ?= localhost:5005
-## stdlib-style image tag to push and deploy; GIT_DESCRIBE is `git describe --always --dirty`
-STDLIB_STYLE_TAG ?= $(GIT_DESCRIBE)
-## async-style image tag, e.g. a released tag while stdlib-style runs this branch
-ASYNC_STYLE_TAG ?= $(GIT_DESCRIBE)
+## image tag `images-push` pushes and `deploy` deploys, for every server; <SERVER>_TAG sets one server's, e.g. ASYNC_STYLE_TAG=v1.2
+TAG ?= $(GIT_DESCRIBE)
 ## kustomize overlay for `deploy`: kind or hetzner (empty: kind on a kind-* context, else hetzner)
 OVERLAY ?=
-## servers that `bench` and `bench-local` run and `images-push` pushes
-SERVERS ?= stdlib-style async-style
+## servers that `bench`, `bench-local` and `deploy` run and `images-push` pushes: names, stand-ins (the Python servers) or all
+SERVERS ?= stand-ins
 ## run id of `bench`, `bench-local` and `results`; results go to results/<RUN_ID>/ (empty: the UTC time now)
 RUN_ID ?=
-## k6 profile for `bench`: smoke, quick, standard, open or seed; `bench-local`: quick (its default), standard or open
+## k6 profile for `bench`: smoke, quick, standard, open or seed; `bench-local`: quick (its default), standard, open or smoke
 PROFILE ?= seed
 ## k6 runner pods per server in `bench`; k6 splits the load between them
 PARALLELISM ?= 1
@@ -87,8 +84,8 @@ HETZNER_KUBECONFIG ?= .build/hetzner/kubeconfig
 GRAFANA_PORT ?= 3000
 
 GIT_DESCRIBE = $(shell git describe --always --dirty 2>/dev/null || echo dev)
-TAG_stdlib-style = $(STDLIB_STYLE_TAG)
-TAG_async-style = $(ASYNC_STYLE_TAG)
+# A server's tag: <SERVER>_TAG (async-style -> ASYNC_STYLE_TAG) when set, else TAG.
+tag_of = $(or $($(subst -,_,$(shell echo $(1) | tr a-z A-Z))_TAG),$(TAG))
 HETZNER_CONFIG := .build/hetzner/cluster.yaml
 CONTEXT = $(shell kubectl config current-context 2>/dev/null)
 KUSTOMIZATIONS = $(patsubst %/kustomization.yaml,%,$(wildcard k8s/overlays/*/kustomization.yaml)) k6
@@ -103,8 +100,8 @@ HOW_ctlptl := ctlptl $(CTLPTL_VERSION) from https://github.com/tilt-dev/ctlptl\#
 HOW_tilt := Tilt $(TILT_VERSION) from https://docs.tilt.dev/install.html
 HOW_hetzner-k3s := hetzner-k3s $(HETZNER_K3S_VERSION) from https://github.com/vitobotta/hetzner-k3s/blob/main/docs/Installation.md
 need = $(foreach t,$(1),command -v $(t) >/dev/null || { echo "$(t) is not installed: install $(HOW_$(t))." >&2; exit 127; };)
-known_servers = for s in $(SERVERS); do case "$$s" in stdlib-style|async-style) ;; *) \
-  echo "SERVERS may name stdlib-style and async-style only, got '$$s': try SERVERS=async-style." >&2; exit 2;; esac; done
+# The servers SERVERS names, or one line saying what it may name (servers/registry.py select).
+selected = $$($(REGISTRY_PY) select "$(SERVERS)")
 token_set = [ -n "$${HCLOUD_TOKEN:-}" ] || { \
   echo "HCLOUD_TOKEN is not set: create a read/write API token in the Hetzner Cloud console (Security > API tokens) and export HCLOUD_TOKEN." >&2; exit 2; }
 reachable = kubectl get --raw=/readyz --request-timeout=10s >/dev/null 2>&1 || { \
@@ -128,16 +125,13 @@ kind-down: ## delete the kind cluster and its registry (nothing to do if they ar
 	ctlptl delete -f ctlptl.yaml --ignore-not-found
 
 .PHONY: images-push
-images-push: images ## tag the images per server (STDLIB_STYLE_TAG, ASYNC_STYLE_TAG) and push them to REGISTRY
+images-push: images ## tag the images of SERVERS (TAG, <SERVER>_TAG) and push them to REGISTRY
 	@$(call need,docker)
-	@$(known_servers)
-	$(foreach s,$(SERVERS),$(call push,$(s)))
+	@servers=$(selected); \
+	$(foreach s,$(SERVERS_ALL),if [[ " $$servers " == *" $(s) "* ]]; then $(call push,$(s)); fi;)
 
-define push
-docker tag $(1):$(IMAGE_TAG) $(REGISTRY)/$(1):$(TAG_$(1))
-docker push $(REGISTRY)/$(1):$(TAG_$(1))
-
-endef
+push = echo "Pushing $(REGISTRY)/$(1):$(call tag_of,$(1))."; \
+  docker tag $(1):$(IMAGE_TAG) $(REGISTRY)/$(1):$(call tag_of,$(1)) && docker push $(REGISTRY)/$(1):$(call tag_of,$(1))
 
 .PHONY: hetzner-up
 hetzner-up: ## create the Hetzner cluster, install monitoring and the k6-operator, deploy the servers (HCLOUD_TOKEN, ALLOWED_NETWORKS, REGISTRY)
@@ -148,7 +142,8 @@ hetzner-up: ## create the Hetzner cluster, install monitoring and the k6-operato
 	@$(call need,hetzner-k3s kubectl helm)
 	@$(MAKE) $(VENV)/.installed
 	@mkdir -p $(dir $(HETZNER_CONFIG)) $(dir $(HETZNER_KUBECONFIG))
-	$(BIN)/python iac/render_cluster.py hetzner --allowed-networks "$(ALLOWED_NETWORKS)" --kubeconfig $(abspath $(HETZNER_KUBECONFIG)) > $(HETZNER_CONFIG)
+	$(BIN)/python iac/render_cluster.py hetzner --allowed-networks "$(ALLOWED_NETWORKS)" --kubeconfig $(abspath $(HETZNER_KUBECONFIG)) \
+	  --app-nodes "$$($(REGISTRY_PY) select "$(SERVERS)" | wc -w)" > $(HETZNER_CONFIG)
 	hetzner-k3s create --config $(HETZNER_CONFIG)
 	KUBECONFIG=$(abspath $(HETZNER_KUBECONFIG)) $(MAKE) monitoring deploy OVERLAY=hetzner
 	@echo "Hetzner cluster ready. Use it with: export KUBECONFIG=$(abspath $(HETZNER_KUBECONFIG)); then make bench."
@@ -179,18 +174,18 @@ grafana-secret: $(VENV)/.installed ## create Grafana's admin Secret with a gener
 	  | kubectl apply -f - >/dev/null && echo "Created the Grafana admin Secret monitoring/grafana-admin."; }
 
 .PHONY: deploy
-deploy: $(VENV)/.installed ## deploy both servers to the current context with the pushed tags and wait for them (OVERLAY)
+deploy: $(VENV)/.installed ## deploy every server with the pushed tags, SERVERS with one replica and the rest with none, and wait for them (OVERLAY)
 	@$(call need,kubectl)
 	@$(reachable)
-	$(BIN)/python -m bench.cluster kustomization k8s/overlays/$(OVERLAY_USED) .build/deploy \
-	  $(foreach s,$(SERVERS_ALL),$(s)=$(REGISTRY)/$(s):$(TAG_$(s)))
+	$(BIN)/python -m bench.cluster kustomization k8s/overlays/$(OVERLAY_USED) .build/deploy --servers "$(SERVERS)" \
+	  $(foreach s,$(SERVERS_ALL),$(s)=$(REGISTRY)/$(s):$(call tag_of,$(s)))
 	kubectl apply -k .build/deploy
-	$(foreach s,$(SERVERS_ALL),kubectl -n py-bench rollout status deployment/$(s) --timeout=5m;)
+	for s in $(selected); do kubectl -n py-bench rollout status deployment/$$s --timeout=5m; done
 
 .PHONY: bench
 bench: $(VENV)/.installed ## run the k6 TestRuns in the cluster, wait for them, collect results/<RUN_ID>/ and print the tables
 	@$(call need,kubectl)
-	@$(known_servers)
+	@servers=$(selected)
 	@$(reachable)
 	$(BIN)/python -m bench.cluster run --run-id "$(RUN_ID)" --servers "$(SERVERS)" --profile $(PROFILE) \
 	  --parallelism $(PARALLELISM) --timeout $(BENCH_TIMEOUT) $(if $(RATE),--rate $(RATE)) $(if $(DURATION),--duration $(DURATION))
@@ -218,6 +213,10 @@ ROUNDS ?=
 SERVER_CPUS ?=
 ## CPUs `bench-local` pins k6 to, e.g. 1 (empty: the ones the servers do not get)
 K6_CPUS ?=
+## cores each server may use in `bench-local`, as a pod's CPU limit: 0.3, 300m or none (empty: 0.25 per k6 CPU)
+SERVER_CPU_LIMIT ?=
+## `bench-local PLAN=1` prints what the run would do (servers, rounds, CPUs) and exits
+PLAN ?=
 ## baseline run for `compare`: a run id in results/ or a run folder
 A ?=
 ## run `compare` holds against A: a run id in results/ or a run folder
@@ -227,21 +226,22 @@ B ?=
 BENCH_LOCAL_PROFILE = $(if $(filter command line environment environment override,$(origin PROFILE)),$(PROFILE),quick)
 
 .PHONY: bench-local
-bench-local: $(VENV)/.installed ## benchmark the servers here, pinned apart from k6 (PROFILE quick|standard|open, default quick): results/<RUN_ID>/
+bench-local: $(VENV)/.installed ## benchmark the servers here, pinned apart from k6 and CPU-limited (PROFILE quick|standard|open|smoke, default quick): results/<RUN_ID>/
 	$(BIN)/python -m bench.local --servers "$(SERVERS)" --profile "$(BENCH_LOCAL_PROFILE)" --rounds "$(ROUNDS)" \
-	  --workers "$(WORKERS)" --server-cpus "$(SERVER_CPUS)" --k6-cpus "$(K6_CPUS)" --run-id "$(RUN_ID)"
+	  --workers "$(WORKERS)" --server-cpus "$(SERVER_CPUS)" --k6-cpus "$(K6_CPUS)" \
+	  --server-cpu-limit "$(SERVER_CPU_LIMIT)" --run-id "$(RUN_ID)" $(if $(PLAN),--plan)
 
 .PHONY: compare
 compare: $(VENV)/.installed ## compare two runs per server: P50, P99 and requests, and the change in percent (A, B)
 	@$(BIN)/python -m bench.compare "$(A)" "$(B)"
 
-## rounds of `perf`, each server and the Go peer alternating
+## rounds of `perf`, every server alternating with the go-net-http baseline
 PERF_ROUNDS ?= 3
 ## requests `perf` sends each server while sampling its RSS (0: skip that part)
 PERF_RSS_REQUESTS ?= 100000
 
 .PHONY: perf
-perf: $(VENV)/.installed ## each server on one core beside a Go net/http peer: req/s ratio, CPU per request, 15,000 connections, open-model p99, scaling, RSS (docs/performance.md)
+perf: $(VENV)/.installed ## every server on one core, divided by the in-repo Go net/http reference: req/s ratio, CPU per request, 15,000 connections, open-model p99, scaling, RSS (docs/performance.md)
 	$(BIN)/python -m bench.perf --rounds "$(PERF_ROUNDS)" --rss-requests "$(PERF_RSS_REQUESTS)"
 
 ##@ Reliability (this machine)
@@ -268,7 +268,7 @@ lint: $(VENV)/.installed ## lint Python (ruff), shell (bash -n) and render every
 
 .PHONY: lock
 lock: $(VENV)/.installed ## regenerate the hash-locked requirements from pyproject.toml / requirements-dev.in
-	for s in $(SERVERS_ALL); do \
+	for s in $(patsubst servers/%/pyproject.toml,%,$(wildcard servers/*/pyproject.toml)); do \
 	  $(BIN)/uv pip compile -q servers/$$s/pyproject.toml --generate-hashes --python-version 3.11 --no-header -o servers/$$s/requirements.lock; \
 	done
 	$(BIN)/uv pip compile -q requirements-dev.in --generate-hashes --python-version 3.11 --no-header -o requirements-dev.lock
@@ -294,9 +294,14 @@ bench-clean: ## delete this project's TestRuns in the current context, if a clus
 	else kubectl -n py-bench delete testruns.k6.io -l app.kubernetes.io/part-of=py-serving-bench --ignore-not-found; fi
 
 .PHONY: hetzner-down
-hetzner-down: ## delete the Hetzner cluster that hetzner-up made, if any (asks first unless YES=1)
+# hetzner-k3s delete --force deletes before it looks at protect_against_deletion (v2.6.0,
+# src/cluster/delete.cr), so the setting is honoured here, before anything is asked or deleted;
+# a config without it is protected, as hetzner-k3s defaults it to true.
+hetzner-down: $(VENV)/.installed ## delete the Hetzner cluster that hetzner-up made, if any and unless protect_against_deletion (asks first unless YES=1)
 	@if [ ! -f $(HETZNER_KUBECONFIG) ]; then echo "No Hetzner cluster to delete ($(HETZNER_KUBECONFIG) does not exist)."; exit 0; fi; \
 	[ -f $(HETZNER_CONFIG) ] || { echo "$(HETZNER_CONFIG) is missing: delete the cluster with hetzner-k3s delete --config <the config it was created with>." >&2; exit 2; }; \
+	protected=$$($(BIN)/python -c 'import sys, yaml; print((yaml.safe_load(open(sys.argv[1])) or {}).get("protect_against_deletion", True) is not False)' $(HETZNER_CONFIG)); \
+	[ "$$protected" = False ] || { echo "Kept the Hetzner cluster: protect_against_deletion is not false in $(HETZNER_CONFIG), so make teardown leaves it; set it to false there to let it delete the cluster." >&2; exit 2; }; \
 	$(token_set); \
 	$(call need,hetzner-k3s) \
 	if [ "$(YES)" != 1 ]; then \
@@ -318,8 +323,9 @@ help: ## list targets and variables
 	  /^[A-Z][A-Z0-9_]* \?=/ && desc != "" { split($$0, v, / \?= ?/); \
 	    printf "  %s%-16s%s %s (default: %s)\n", yellow, v[1], off, desc, (v[2] == "" ? "empty" : v[2]); desc = ""; next } \
 	  /^[a-zA-Z0-9_-]+:.*## / { printf "  %s%-16s%s %s\n", cyan, $$1, off, $$2; next } \
-	  { desc = "" }' \
-	  $(MAKEFILE_LIST)
+	  { desc = "" } \
+	  END { printf "\n%sServers%s (a folder with a server.yaml under servers/ each)\n  %s\n", bold, off, servers }' \
+	  servers="$(SERVERS_ALL)" $(MAKEFILE_LIST)
 
 # The virtual environment: rebuilt when a lock file changes.
 $(VENV)/.installed: $(LOCKS)

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
-import socket
+import sys
+from pathlib import Path
 
 import pytest
+
+# Each Python server's package (servers/<name>/src/<package>) imports as the runner imports it.
+for _src in sorted(Path(__file__).resolve().parent.glob("servers/*/src")):
+    sys.path.insert(0, str(_src))
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -24,6 +29,6 @@ def pytest_runtest_makereport(item, call):
 @pytest.fixture
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    from servers.process import free_port as new_port
+
+    return new_port()

@@ -1,7 +1,7 @@
 """Render the cluster definitions for the tools that create clusters, to standard output.
 
     python iac/render_cluster.py kind | ctlptl apply -f -
-    python iac/render_cluster.py hetzner --allowed-networks 203.0.113.4/32 > .build/cluster.yaml
+    python iac/render_cluster.py hetzner --allowed-networks 203.0.113.4/32 [--app-nodes 2] > .build/cluster.yaml
 
 `kind`: ctlptl.yaml with kind-config.yaml embedded as the Cluster's kindV1Alpha4Cluster (ctlptl
 cannot point at a kind config file, and the node list lives in one file only).
@@ -69,9 +69,10 @@ def parse_networks(text: str) -> list[str]:
 
 
 def hetzner_config(
-    allowed_networks: list[str], ssh_key: str | None = None, kubeconfig: str | None = None
+    allowed_networks: list[str], ssh_key: str | None = None, kubeconfig: str | None = None, app_nodes: int | None = None
 ) -> dict[str, Any]:
-    """The hetzner-k3s config with the k3s version and allowed networks filled in."""
+    """The hetzner-k3s config with the k3s version and allowed networks filled in, and the app pool
+    sized to `app_nodes` (each server's pod needs an app node of its own: the manifests' anti-affinity)."""
     config = yaml.safe_load(HETZNER_CONFIG.read_text())
     k3s_version = read_versions().get("K3S_VERSION", "")
     if not k3s_version:
@@ -84,6 +85,11 @@ def hetzner_config(
         config["networking"]["ssh"]["public_key_path"] = f"{ssh_key}.pub"
     if kubeconfig:
         config["kubeconfig_path"] = kubeconfig
+    if app_nodes is not None:
+        if app_nodes < 1:
+            raise RenderError(f"--app-nodes must be 1 or more, got {app_nodes}: pass the number of servers to run.")
+        [app_pool] = [pool for pool in config["worker_node_pools"] if pool["name"] == "app-pool"]
+        app_pool["instance_count"] = app_nodes
     return config
 
 
@@ -101,12 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         "--ssh-key", help="private SSH key path (the public key is <path>.pub); default ~/.ssh/id_ed25519"
     )
     hetzner.add_argument("--kubeconfig", help="where hetzner-k3s writes the kubeconfig; default ./kubeconfig")
+    hetzner.add_argument("--app-nodes", type=int, help="app-pool nodes, one per server to run (default: the file's)")
     args = parser.parse_args(argv)
     try:
         if args.target == "kind":
             sys.stdout.write(yaml.safe_dump_all(ctlptl_documents(), sort_keys=False))
         else:
-            config = hetzner_config(parse_networks(args.allowed_networks), args.ssh_key, args.kubeconfig)
+            config = hetzner_config(parse_networks(args.allowed_networks), args.ssh_key, args.kubeconfig, args.app_nodes)
             sys.stdout.write(yaml.safe_dump(config, sort_keys=False))
     except RenderError as error:
         print(f"render_cluster: {error}", file=sys.stderr)

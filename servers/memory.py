@@ -20,7 +20,8 @@ from pathlib import Path
 
 import psutil
 
-from servers.process import running, serve_command
+from servers import registry
+from servers.process import dies_with_parent, interruptible, running, serve_command
 from servers.wrk import parse_wrk
 
 CONNECTIONS = 64
@@ -35,7 +36,7 @@ class Sample:
 def server_rss(leader_pid: int) -> float:
     """Resident MiB of the runner and its workers (not `make`, which only waits for them)."""
     leader = psutil.Process(leader_pid)
-    processes = [p for p in [leader, *leader.children(recursive=True)] if p.name() != "make"]
+    processes = [p for p in [leader, *leader.children(recursive=True)] if p.name() not in ("make", "taskset")]
     return sum(p.memory_info().rss for p in processes) / 2**20
 
 
@@ -48,6 +49,7 @@ def wrk_round(port: int, seconds: int) -> int:
         capture_output=True,
         text=True,
         check=True,
+        preexec_fn=dies_with_parent(),
     ).stdout
     load = parse_wrk(output)
     if not load.clean:
@@ -77,25 +79,35 @@ def measure(server: str, requests: int, log: Path, round_seconds: int = 5, progr
     return samples
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--server", required=True, choices=["stdlib-style", "async-style"])
+    parser.add_argument("--server", required=True)
     parser.add_argument("--requests", type=int, default=1_000_000)
-    args = parser.parse_args()
-    print(f"{args.server}: GET /hash until {args.requests:,} requests; RSS of runner + worker after each round")
+    args = parser.parse_args(argv)
+    try:
+        registry.get(args.server)
+    except registry.RegistryError as error:
+        print(error, file=sys.stderr)
+        return 2
+    print(f"{args.server}: GET /hash until {args.requests:,} requests; RSS of the server's processes after each round")
     print("| requests | RSS MiB |\n|---:|---:|")
+    samples: list[Sample] = []
     with tempfile.TemporaryDirectory() as tmp:
-        samples = measure(
-            args.server,
-            args.requests,
-            Path(tmp) / "log",
-            progress=lambda s: print(f"| {s.requests:,} | {s.rss_mib:.1f} |", flush=True),
-        )
+        try:
+            with interruptible():
+                measure(args.server, args.requests, Path(tmp) / "log",
+                        progress=lambda s: (samples.append(s), print(f"| {s.requests:,} | {s.rss_mib:.1f} |", flush=True)))
+        except KeyboardInterrupt as stopped:
+            name = getattr(stopped, "signum", None)
+            print(f"\nStopped ({'SIGINT' if name is None else stopped}): the server and wrk are stopped; "
+                  f"{len(samples)} sample(s) above.", file=sys.stderr)
+            return 130 if name is None else 128 + name
     first, last = samples[0], samples[-1]
     print(
         f"\n{args.server}: {first.rss_mib:.1f} MiB after {first.requests:,} warm-up requests, "
         f"{last.rss_mib:.1f} MiB after {last.requests:,} ({last.rss_mib - first.rss_mib:+.1f} MiB)"
     )
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,15 @@
-"""Start a server command in its own process group, wait until it answers, stop it with SIGTERM."""
+"""Start a server command in its own process group, wait until it answers, stop it with SIGTERM.
+
+Also what every command that starts processes needs to stop them all when it is stopped itself:
+`interruptible()` turns SIGTERM and SIGHUP into the same exception as Ctrl-C, so the `finally`
+and `except` paths that stop servers, k6 and wrk run for all three; `dies_with_parent()` makes a
+child stop when this process dies without running them (SIGKILL); `kill_tree()` ends a process and
+every descendant, whatever sessions or groups they made.
+"""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -16,21 +24,83 @@ from typing import Callable, Iterator, Sequence
 
 import psutil
 
+from servers import registry
+
 ROOT = Path(__file__).resolve().parents[1]
+PR_SET_PDEATHSIG = 1
+
+# Each way a server can run that the tests and `make perf` measure: runner -> (server, environment).
+# A server is the runner of its own name; a server.yaml `runners:` entry adds another (stdlib-style
+# on its thread-per-connection worker, say), held to the same answers and measured beside it.
+RUNNERS: dict[str, tuple[str, dict[str, str]]] = registry.runners()
 
 
-# Each way a server can run that the tests and `make perf` measure: name -> (server, environment).
-# stdlib-style-per-connection is stdlib-style on its other worker, a thread per connection as in
-# Go (stdlib_style/per_connection.py): not the default, held to the same answers and measured
-# beside it. GUNICORN_CMD_ARGS overrides gunicorn.conf.py.
-RUNNERS: dict[str, tuple[str, dict[str, str]]] = {
-    "stdlib-style": ("stdlib-style", {}),
-    "stdlib-style-per-connection": (
-        "stdlib-style",
-        {"GUNICORN_CMD_ARGS": "--worker-class stdlib_style.per_connection.ThreadPerConnectionWorker"},
-    ),
-    "async-style": ("async-style", {}),
-}
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: stop as Ctrl-C (SIGINT) would."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """While inside, SIGTERM and SIGHUP raise Interrupted in the main thread, as SIGINT raises
+    KeyboardInterrupt, so cleanup code written for Ctrl-C runs for every way a command is stopped."""
+
+    def raise_interrupted(signum, frame):
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, raise_interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def dies_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None]:
+    """A Popen `preexec_fn`: Linux sends the child `sig` when the thread that started it ends
+    (PR_SET_PDEATHSIG), so a SIGKILLed command leaves no k6 or wrk behind. Start such children
+    from the main thread: a worker thread that ends would take them with it."""
+    parent = os.getpid()
+
+    def arrange() -> None:
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        except (OSError, AttributeError):  # not Linux
+            return
+        if os.getppid() != parent:  # the parent already died
+            os.kill(os.getpid(), sig)
+
+    return arrange
+
+
+def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
+    """Send `sig` to `pid`, its process group and every descendant, deepest found first."""
+    try:
+        root = psutil.Process(pid)
+        family = [*root.children(recursive=True), root]
+    except psutil.NoSuchProcess:
+        family = []
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for process in family:
+        try:
+            process.send_signal(sig)
+        except psutil.NoSuchProcess:
+            pass
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def serve_command(server: str, port: int, workers: int | str = "") -> list[str]:
@@ -58,12 +128,14 @@ def wait_until_healthy(url: str, process: subprocess.Popen | None = None, timeou
 class Running:
     def __init__(self, process: subprocess.Popen, base_url: str, log: Path) -> None:
         self.process, self.base_url, self.log = process, base_url, log
+        self.quota = None  # bench.local: the CPU quota (bench.cpulimit.Quota) it runs under, if any
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM the runner, as Docker and Kubernetes do, and return the command's exit code.
 
         Under `make serve` the runner is make's child: make itself must not get the signal, or
-        it would exit at once with -15 instead of reporting how the runner ended.
+        it would exit at once with -15 instead of reporting how the runner ended. A runner still
+        running after `timeout` is killed with all it started, and TimeoutExpired is raised.
         """
         if self.process.poll() is None:
             leader = psutil.Process(self.process.pid)
@@ -73,16 +145,31 @@ class Running:
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            kill_tree(self.process.pid)
             self.process.wait()
             raise
 
 
 @contextmanager
 def running(
-    command: Sequence[str], port: int, log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+    command: Sequence[str], port: int, log: Path, env: dict[str, str] | None = None, cwd: Path | None = None,
+    stop_timeout: float = 30.0, setup: Callable[[], None] | None = None,
 ) -> Iterator[Running]:
-    """Run `command` (listening on 127.0.0.1:`port`) for the duration of the block."""
+    """Run `command` (listening on 127.0.0.1:`port`) for the duration of the block.
+
+    The command gets a session of its own (a terminal's Ctrl-C reaches only this process, which
+    then stops it) and SIGKILL should this process die without stopping it; leaving the block
+    normally stops it with SIGTERM (up to `stop_timeout`), leaving it by an exception kills it
+    and everything it started at once. `setup` runs in the child before it execs (joining a
+    cgroup, say).
+    """
+    arrange = dies_with_parent()
+
+    def prepare() -> None:
+        arrange()
+        if setup is not None:
+            setup()
+
     with open(log, "wb") as out:
         process = subprocess.Popen(
             list(command),
@@ -92,6 +179,7 @@ def running(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=prepare,
         )
     server = Running(process, f"http://127.0.0.1:{port}", log)
     try:
@@ -102,13 +190,46 @@ def running(
             raise RuntimeError(f"{error}; last lines of {log}:\n" + "\n".join(tail)) from None
         yield server
     except BaseException:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        kill_tree(process.pid)
+        process.wait()
         raise
     else:
         if process.poll() is None:
-            server.stop()
+            server.stop(stop_timeout)
+
+
+def requests_in_flight(port: int, leader_pid: int, count: int, path: str = "/hash", timeout: float = 60) -> tuple[list, list[threading.Thread]]:
+    """`count` GET requests in flight at once: their connections first, each accepted by the server
+    (held by `leader_pid` or a descendant, not only queued by the kernel), then a request on each,
+    sent together. Returns the list their answers (status, lower-cased headers, body) fill in, or
+    the exception each met, and the client threads to join."""
+    import http.client
+
+    connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=timeout) for _ in range(count)]
+    for connection in connections:
+        connection.connect()
+    leader = psutil.Process(leader_pid)
+    deadline = time.monotonic() + 20
+    while established_connections(leader, port) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the server accepted fewer than {count} connections in 20 s")
+        time.sleep(0.01)
+    results: list = []
+
+    def ask(connection) -> None:
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            results.append((response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()))
+        except (OSError, http.client.HTTPException) as error:
+            results.append(error)
+        finally:
+            connection.close()
+
+    clients = [threading.Thread(target=ask, args=(connection,)) for connection in connections]
+    for client in clients:
+        client.start()
+    return results, clients
 
 
 def established_connections(root: psutil.Process, port: int) -> int:

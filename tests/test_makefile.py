@@ -22,8 +22,10 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+import yaml
 
 from bench.versions import read_versions
+from servers import registry
 from servers.process import stand_in
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +33,7 @@ VENV = ROOT / ".venv"
 STANDINS = ("kubectl", "helm", "ctlptl", "kind", "hetzner-k3s", "tilt", "docker")
 # What recipes and the scripts they call need besides the stand-ins.
 SYSTEM_TOOLS = ("bash", "sh", "env", "make", "python3", "git", "awk", "sed", "cat", "mkdir", "rm", "date",
-                "dirname", "basename", "tr", "head", "tail", "grep", "sort", "uname", "ls", "touch", "base64")
+                "dirname", "basename", "tr", "head", "tail", "grep", "sort", "uname", "ls", "touch", "base64", "wc")
 PUBLIC_TARGETS = ("kind-up", "kind-down", "images-push", "hetzner-up", "deploy", "bench", "results", "grafana",
                   "teardown", "lint", "serve", "test", "images", "bench-local", "compare")
 
@@ -195,20 +197,23 @@ def test_the_targets_a_person_needs_exist() -> None:
 def test_help_shows_every_variable_with_its_default() -> None:
     shown = re.sub(r"\x1b\[[0-9;]*m", "", subprocess.run(["make", "-s", "-C", str(ROOT)], capture_output=True,
                                                          text=True, check=True).stdout)
-    for name in ("REGISTRY", "STDLIB_STYLE_TAG", "ASYNC_STYLE_TAG", "OVERLAY", "RUN_ID", "SERVERS", "PROFILE",
+    for name in ("REGISTRY", "TAG", "OVERLAY", "RUN_ID", "SERVERS", "PROFILE", "PLAN",
                  "PARALLELISM", "BENCH_TIMEOUT", "ALLOWED_NETWORKS", "HETZNER_KUBECONFIG", "YES"):
         assert re.search(rf"^\s+{name}\s.*\(default: .*\)$", shown, re.MULTILINE), name
 
 
-def test_images_run_what_make_serve_runs() -> None:
-    database = subprocess.run(["make", "-pRrq", "-C", str(ROOT), ":"], capture_output=True, text=True, check=False).stdout
-    for server in ("stdlib-style", "async-style"):
-        dockerfile = ROOT / "servers" / server / "Dockerfile"
-        if not dockerfile.exists():
-            pytest.fail(f"{dockerfile.relative_to(ROOT)} is missing")
-        entrypoint = json.loads(re.search(r"^ENTRYPOINT\s+(\[.*\])", dockerfile.read_text(), re.MULTILINE).group(1))
-        serve = re.search(rf"^SERVE_{server} := (.+)$", database, re.MULTILINE).group(1)
-        assert entrypoint == serve.split(), server
+def test_help_lists_the_servers_found() -> None:
+    shown = subprocess.run(["make", "-s", "-C", str(ROOT)], capture_output=True, text=True, check=True).stdout
+    assert shown.rstrip().splitlines()[-1].split() == sorted(registry.names())
+
+
+@pytest.mark.parametrize("server", registry.names())
+def test_images_run_what_make_serve_runs(server) -> None:
+    dockerfile = ROOT / "servers" / server / "Dockerfile"
+    if not dockerfile.exists():
+        pytest.fail(f"{dockerfile.relative_to(ROOT)} is missing")
+    entrypoint = json.loads(re.search(r"^ENTRYPOINT\s+(\[.*\])", dockerfile.read_text(), re.MULTILINE).group(1))
+    assert entrypoint == list(registry.get(server).serve), server
 
 
 # --- kind, images, deploy --------------------------------------------------------------------------
@@ -236,12 +241,31 @@ def test_images_push_tags_each_server_with_its_own_tag(make: Make) -> None:
     result = make("images-push", "REGISTRY=ghcr.io/example", "STDLIB_STYLE_TAG=v1.2.0", "ASYNC_STYLE_TAG=my-branch")
     assert result.returncode == 0, result.stderr
     docker = [c for c in commands(make.calls()) if c.startswith("docker tag") or c.startswith("docker push")]
+    # SERVERS' default, the stand-ins; every image is built (make images), those are pushed.
     assert docker == [
-        "docker tag stdlib-style:dev ghcr.io/example/stdlib-style:v1.2.0",
-        "docker push ghcr.io/example/stdlib-style:v1.2.0",
         "docker tag async-style:dev ghcr.io/example/async-style:my-branch",
         "docker push ghcr.io/example/async-style:my-branch",
+        "docker tag stdlib-style:dev ghcr.io/example/stdlib-style:v1.2.0",
+        "docker push ghcr.io/example/stdlib-style:v1.2.0",
     ]
+    built = [c for c in commands(make.calls()) if c.startswith("docker build")]
+    assert [c.split(" -t ")[1].split()[0] for c in built] == [f"{s}:dev" for s in sorted(registry.names())]
+
+
+def test_images_push_all_pushes_the_references_too_with_the_common_tag(make: Make) -> None:
+    result = make("images-push", "REGISTRY=ghcr.io/example", "SERVERS=all", "TAG=v2", "RUST_HYPER_TAG=r1")
+    assert result.returncode == 0, result.stderr
+    pushed = [c.rsplit(" ", 1)[1] for c in commands(make.calls()) if c.startswith("docker push")]
+    assert pushed == [f"ghcr.io/example/{s}:{'r1' if s == 'rust-hyper' else 'v2'}" for s in sorted(registry.names())]
+
+
+def test_images_push_refuses_an_unknown_server_in_one_line_listing_them(make: Make) -> None:
+    result = make("images-push", "SERVERS=async-style nginx")
+    assert result.returncode != 0
+    (line,) = [line for line in result.stderr.splitlines() if not line.startswith("make")]
+    assert line.startswith("SERVERS may name ") and "got 'nginx'" in line
+    assert all(server in line for server in registry.names())
+    assert not any(c.startswith("docker push") for c in commands(make.calls()))
 
 
 def test_images_push_default_tag_is_git_describe(make: Make) -> None:
@@ -263,13 +287,18 @@ def test_deploy_applies_the_overlay_with_per_server_images(make: Make) -> None:
         "kubectl get --raw=/readyz",
         "kubectl kustomize k8s/overlays/hetzner",
         "kubectl apply -k .build/deploy",
-        "kubectl -n py-bench rollout status deployment/stdlib-style",
         "kubectl -n py-bench rollout status deployment/async-style",
+        "kubectl -n py-bench rollout status deployment/stdlib-style",
     ])
+    rollouts = [c for c in commands(make.calls()) if "rollout status" in c]
+    assert len(rollouts) == 2, "only the stand-ins (SERVERS' default) get a replica to wait for"
     rendered = subprocess.run(["kubectl", "kustomize", str(make.repo / ".build" / "deploy")], capture_output=True,
                               text=True, check=True).stdout
     images = set(re.findall(r"image: (\S+)", rendered))
     assert {"ghcr.io/example/stdlib-style:v1.2.0", "ghcr.io/example/async-style:my-branch"} <= images
+    replicas = {doc["metadata"]["name"]: doc["spec"]["replicas"] for doc in yaml.safe_load_all(rendered)
+                if doc and doc["kind"] == "Deployment"}
+    assert replicas == {name: 0 if registry.get(name).reference else 1 for name in registry.names()}
 
 
 def test_deploy_picks_the_kind_overlay_on_a_kind_context(make: Make) -> None:
@@ -321,8 +350,39 @@ def test_hetzner_up_creates_installs_and_deploys_and_never_leaks_the_token(make:
     assert versions["KUBE_PROMETHEUS_STACK_CHART_VERSION"] in helm[0] and versions["K6_OPERATOR_CHART_VERSION"] in helm[1]
     config = (make.repo / ".build" / "hetzner" / "cluster.yaml").read_text()
     assert "203.0.113.4/32" in config and str(make.repo / ".build" / "hetzner" / "kubeconfig") in config
+    assert app_nodes(make) == 2, "an app node for each of SERVERS' default, the two stand-ins"
     assert "export KUBECONFIG=" in result.stdout
     assert_no_canary(make, token, result)
+
+
+def app_nodes(make: Make) -> int:
+    config = yaml.safe_load((make.repo / ".build" / "hetzner" / "cluster.yaml").read_text())
+    return next(pool["instance_count"] for pool in config["worker_node_pools"] if pool["name"] == "app-pool")
+
+
+def test_hetzner_up_with_all_servers_makes_an_app_node_for_each(make: Make) -> None:
+    make.reply("kubectl", ["get", "secret", "grafana-admin"], exit=1)
+    result = make("hetzner-up", "ALLOWED_NETWORKS=203.0.113.4/32", "REGISTRY=ghcr.io/example", "SERVERS=all",
+                  env={"HCLOUD_TOKEN": canary()})
+    assert result.returncode == 0, result.stderr
+    assert app_nodes(make) == len(registry.names())
+    assert len([c for c in commands(make.calls()) if "rollout status" in c]) == len(registry.names())
+
+
+def test_hetzner_up_without_allowed_networks_stops_before_any_tool(make: Make) -> None:
+    result = make("hetzner-up", "REGISTRY=ghcr.io/example", env={"HCLOUD_TOKEN": canary()})
+    assert result.returncode != 0
+    (line,) = [line for line in result.stderr.splitlines() if not line.startswith("make")]
+    assert line == "ALLOWED_NETWORKS is not set: pass the address you work from, e.g. make hetzner-up ALLOWED_NETWORKS=203.0.113.4/32."
+    assert make.calls() == []
+
+
+def test_results_without_a_run_id_says_which_to_name(make: Make) -> None:
+    result = make("results")
+    assert result.returncode != 0
+    (line,) = [line for line in result.stderr.splitlines() if not line.startswith("make")]
+    assert line.startswith("RUN_ID is not set: name the run to collect (a folder in results/)")
+    assert not any(c[:2] == ["kubectl", "port-forward"] for c in make.calls())
 
 
 def assert_no_canary(make: Make, token: str, result: subprocess.CompletedProcess) -> None:
@@ -524,7 +584,7 @@ def test_teardown_removes_everything_and_is_safe_to_repeat(make: Make) -> None:
     kubeconfig = make.repo / ".build" / "hetzner" / "kubeconfig"
     kubeconfig.parent.mkdir(parents=True)
     kubeconfig.write_text("apiVersion: v1\n")
-    (make.repo / ".build" / "hetzner" / "cluster.yaml").write_text("cluster_name: py-bench\n")
+    (make.repo / ".build" / "hetzner" / "cluster.yaml").write_text("cluster_name: py-bench\nprotect_against_deletion: false\n")
     first = make("teardown", "YES=1", env={"HCLOUD_TOKEN": token})
     assert first.returncode == 0, first.stderr
     assert_in_order(make.calls(), [
@@ -542,11 +602,27 @@ def test_teardown_removes_everything_and_is_safe_to_repeat(make: Make) -> None:
     assert_no_canary(make, token, second)
 
 
+@pytest.mark.parametrize("setting", ["protect_against_deletion: true\n", "protect_against_deletion: yes\n", ""],
+                         ids=["true", "yes", "unset (hetzner-k3s defaults to true)"])
+def test_teardown_keeps_a_cluster_protected_against_deletion_and_says_so(make: Make, setting: str) -> None:
+    kubeconfig = make.repo / ".build" / "hetzner" / "kubeconfig"
+    kubeconfig.parent.mkdir(parents=True)
+    kubeconfig.write_text("apiVersion: v1\n")
+    (make.repo / ".build" / "hetzner" / "cluster.yaml").write_text("cluster_name: py-bench\n" + setting)
+    result = make("teardown", "YES=1", env={"HCLOUD_TOKEN": canary()})
+    assert result.returncode != 0
+    (line,) = [line for line in result.stderr.splitlines() if "protect_against_deletion" in line]
+    assert line.startswith("Kept the Hetzner cluster: protect_against_deletion is not false in .build/hetzner/cluster.yaml")
+    assert "set it to false there" in line
+    assert not any(c[0] == "hetzner-k3s" for c in make.calls()), "hetzner-k3s delete --force would have deleted it"
+    assert kubeconfig.exists()
+
+
 def test_teardown_asks_before_deleting_the_hetzner_cluster(make: Make) -> None:
     kubeconfig = make.repo / ".build" / "hetzner" / "kubeconfig"
     kubeconfig.parent.mkdir(parents=True)
     kubeconfig.write_text("apiVersion: v1\n")
-    (make.repo / ".build" / "hetzner" / "cluster.yaml").write_text("cluster_name: py-bench\n")
+    (make.repo / ".build" / "hetzner" / "cluster.yaml").write_text("cluster_name: py-bench\nprotect_against_deletion: false\n")
     result = make("teardown", env={"HCLOUD_TOKEN": canary()})  # no YES, and no answer on stdin
     assert result.returncode == 0, result.stderr
     assert "Kept the Hetzner cluster" in result.stdout

@@ -2,7 +2,8 @@
 
 Each stand-in records its call; the tests then check what Tilt would have done against the repo:
 the images it builds are the ones the kind overlay deploys, the synced paths exist, chart versions
-come from versions.env, and a non-kind context stops it.
+come from versions.env, and a non-kind context stops it. `kustomize` renders with the real
+kubectl, as Tilt does, and `read_yaml`/`decode_yaml_stream` parse as Tilt's do.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from pathlib import Path
 
 import pytest
 import starlark
+import yaml
+
+from servers import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 TILTFILE = ROOT / "Tiltfile"
-SERVERS = ("stdlib-style", "async-style")
+SERVERS = tuple(registry.names())
 
 
 @dataclass
@@ -36,7 +40,21 @@ def _plain(value):
     return starlark.from_value(value)
 
 
-def run_tiltfile(context: str) -> Tilt:
+def kustomize_blob(path, root: Path = ROOT) -> starlark.Value:
+    path = _plain(path)
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is needed to render the kustomizations the Tiltfile applies (kubectl kustomize)")
+    result = subprocess.run(["kubectl", "kustomize", str(root / path)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    KUSTOMIZED[result.stdout] = path
+    return starlark.to_value(result.stdout)
+
+
+# Rendered YAML -> the folder it came from, so a test can tell which kustomization was applied.
+KUSTOMIZED: dict[str, str] = {}
+
+
+def run_tiltfile(context: str, root: Path = ROOT) -> Tilt:
     tilt = Tilt()
 
     def recorder(name: str, returns=None):
@@ -51,10 +69,19 @@ def run_tiltfile(context: str) -> Tilt:
             {"step": kind, "args": [_plain(a) for a in args], **{k: _plain(v) for k, v in kwargs.items()}}))
 
     def read_file(path, default=None):
-        target = ROOT / _plain(path)
+        target = root / _plain(path)
         if not target.exists() and default is not None:
             return default
         return target.read_text()
+
+    def read_yaml(path, default=None):
+        target = root / _plain(path)
+        if not target.exists() and default is not None:
+            return default
+        return starlark.to_value(yaml.safe_load(target.read_text()))
+
+    def decode_yaml_stream(text):
+        return starlark.to_value([doc for doc in yaml.safe_load_all(str(_plain(text))) if doc])
 
     def loader(module: str) -> starlark.Module:
         if module != "ext://helm_resource":
@@ -70,13 +97,15 @@ def run_tiltfile(context: str) -> Tilt:
         "k8s_context": starlark.BuiltinFunction("k8s_context", lambda: context),
         "allow_k8s_contexts": recorder("allow_k8s_contexts"),
         "read_file": starlark.BuiltinFunction("read_file", read_file),
+        "read_yaml": starlark.BuiltinFunction("read_yaml", read_yaml),
+        "decode_yaml_stream": starlark.BuiltinFunction("decode_yaml_stream", decode_yaml_stream),
         "docker_build": recorder("docker_build"),
         "sync": step("sync"),
         "run": step("run"),
         "fall_back_on": step("fall_back_on"),
         "initial_sync": step("initial_sync"),
         "k8s_yaml": recorder("k8s_yaml"),
-        "kustomize": recorder("kustomize", lambda path, **_: starlark.to_value({"kustomize": _plain(path)})),
+        "kustomize": recorder("kustomize", lambda path, **_: kustomize_blob(path, root)),
         "k8s_resource": recorder("k8s_resource"),
         "k8s_kind": recorder("k8s_kind"),
         "local_resource": recorder("local_resource"),
@@ -94,8 +123,13 @@ def run_tiltfile(context: str) -> Tilt:
         }),
         "os": starlark.namespace("os", {"getenv": lambda name, default="": default}),
     }
-    starlark.exec_file(TILTFILE.read_text(), "Tiltfile", predeclared=predeclared, loader=loader)
+    starlark.exec_file((root / "Tiltfile").read_text(), "Tiltfile", predeclared=predeclared, loader=loader)
     return tilt
+
+
+def applied(tilt: Tilt) -> list[str]:
+    """The kustomize folders whose output the Tiltfile handed to k8s_yaml, in order."""
+    return [KUSTOMIZED.get(str(args[0]), "?") for args, _ in tilt.named("k8s_yaml")]
 
 
 @pytest.fixture(scope="module")
@@ -105,14 +139,8 @@ def tilt() -> Tilt:
 
 @pytest.fixture(scope="module")
 def kind_manifests(tilt: Tilt) -> str:
-    if shutil.which("kubectl") is None:
-        pytest.skip("kubectl is needed to render the kind overlay (kubectl kustomize)")
-    blob = {"kustomize": "k8s/overlays/tilt"}
-    assert [blob] in [args for args, _ in tilt.named("k8s_yaml")]
-    result = subprocess.run(["kubectl", "kustomize", str(ROOT / blob["kustomize"])],
-                            capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+    assert "k8s/overlays/tilt" in applied(tilt)
+    return next(str(args[0]) for args, _ in tilt.named("k8s_yaml") if KUSTOMIZED.get(str(args[0])) == "k8s/overlays/tilt")
 
 
 def _image_names(manifests: str) -> set[str]:
@@ -149,12 +177,9 @@ def test_never_widens_the_allowed_contexts(tilt: Tilt) -> None:
 
 
 def test_deploys_the_kind_based_tilt_overlay_and_the_dashboards(tilt: Tilt) -> None:
-    applied = [args for args, _ in tilt.named("k8s_yaml")]
-    assert applied == [[{"kustomize": "k8s/overlays/tilt"}], [{"kustomize": "dashboards"}]]
+    assert applied(tilt) == ["k8s/overlays/tilt", "dashboards"]
     tilt_overlay = (ROOT / "k8s/overlays/tilt/kustomization.yaml").read_text()
     assert re.search(r"^\s*-\s*\.\./kind\s*$", tilt_overlay, re.MULTILINE), "the Tilt overlay must build on the kind one"
-    for (blob,) in applied:
-        assert (ROOT / blob["kustomize"] / "kustomization.yaml").is_file()
 
 
 def test_builds_each_server_once_from_its_own_folder(tilt: Tilt) -> None:
@@ -162,7 +187,7 @@ def test_builds_each_server_once_from_its_own_folder(tilt: Tilt) -> None:
     assert sorted(builds) == sorted(SERVERS)
     for name, context in builds.items():
         assert context == f"servers/{name}"
-        assert (ROOT / context / "src").is_dir()
+        assert (ROOT / context / "Dockerfile").is_file()
 
 
 def test_images_built_are_the_images_deployed(tilt: Tilt, kind_manifests: str) -> None:
@@ -174,7 +199,12 @@ def test_images_built_are_the_images_deployed(tilt: Tilt, kind_manifests: str) -
 
 
 def test_live_update_syncs_each_source_tree_to_app_src(tilt: Tilt) -> None:
+    live = {name for name in SERVERS if registry.get(name).has("live_reload")}
+    assert live, "the Python servers reload live"
     for (name, context), kwargs in ((args[:2], kwargs) for args, kwargs in tilt.named("docker_build")):
+        if name.rsplit("/", 1)[-1] not in live:
+            assert "live_update" not in kwargs and "container_args" not in kwargs, f"{name} has no --reload"
+            continue
         steps = kwargs["live_update"]
         syncs = [s["args"] for s in steps if s["step"] == "sync"]
         assert syncs == [[f"{context}/src", "/app/src"]]
@@ -195,8 +225,9 @@ def _flat(values):
 
 
 def test_reload_is_a_dev_only_container_arg(tilt: Tilt, kind_manifests: str) -> None:
-    for _, kwargs in tilt.named("docker_build"):
-        assert kwargs["container_args"] == ["--reload"]
+    for args, kwargs in tilt.named("docker_build"):
+        if registry.get(args[0].rsplit("/", 1)[-1]).has("live_reload"):
+            assert kwargs["container_args"] == ["--reload"]
     assert "--reload" not in kind_manifests
 
 

@@ -16,8 +16,9 @@ import yaml
 import iac.render_cluster as render_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
-# The seed's pools (huseyinbabal/benchmarks iac/hetzner-k3s-cluster.yaml): name -> (type, count).
-SEED_WORKER_POOLS = {"app-pool": ("cpx42", 2), "monitoring-pool": ("cpx32", 1), "client-pool": ("cpx42", 2)}
+# The seed's pools (huseyinbabal/benchmarks iac/hetzner-k3s-cluster.yaml): name -> (type, count),
+# with an app node for each of the four servers here where the seed had two.
+SEED_WORKER_POOLS = {"app-pool": ("cpx42", 4), "monitoring-pool": ("cpx32", 1), "client-pool": ("cpx42", 2)}
 
 
 def load(path: str) -> dict:
@@ -35,7 +36,7 @@ def test_kind_config_has_the_seed_pools_as_labelled_nodes():
     assert config["name"] == "py-bench"
     assert set(config) == {"kind", "apiVersion", "name", "nodes", "containerdConfigPatches"}
     roles = Counter(node["role"] for node in config["nodes"])
-    assert roles == {"control-plane": 1, "worker": 5}
+    assert roles == {"control-plane": 1, "worker": sum(count for _, count in SEED_WORKER_POOLS.values())}
     for node in config["nodes"]:
         assert set(node) <= {"role", "labels"}, "no ports, mounts or images the project does not use"
         if node["role"] == "control-plane":

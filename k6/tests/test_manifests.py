@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from bench.versions import read_versions
+from servers import registry
 from servers.process import ROOT
 
 
@@ -41,7 +42,7 @@ POD_FIELDS = {
 SCRIPT_FIELDS = {"configMap": {"name", "file"}, "volumeClaim": {"name", "file", "readOnly"}, "localFile": None}
 REQUIRED_SPEC = {"script", "parallelism"}
 
-SERVERS = sorted(p.parent.name for p in (ROOT / "servers").glob("*/pyproject.toml"))
+SERVERS = sorted(registry.names())
 
 
 def versions() -> dict[str, str]:

@@ -22,13 +22,14 @@ import yaml
 
 from bench.cluster import quantity
 from bench.versions import read_versions
+from servers import registry
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 KUSTOMIZATIONS = ["k8s/base", "k8s/overlays/kind", "k8s/overlays/hetzner"]
 # Tilt's live update copies sources into the container, so its overlay relaxes exactly one field.
 TILT = "k8s/overlays/tilt"
-SERVERS = ["stdlib-style", "async-style"]
+SERVERS = registry.names()
 COMMON_LABELS = {"app.kubernetes.io/part-of": "py-serving-bench", "app.kubernetes.io/component": "server"}
 
 
@@ -83,14 +84,10 @@ def selects(selector: dict, labels: dict[str, str]) -> bool:
     return True
 
 
-def runner_timeouts() -> dict[str, int]:
-    """The seconds each runner gives in-flight requests after SIGTERM, read from its config file."""
-    gunicorn = (ROOT / "servers/stdlib-style/gunicorn.conf.py").read_text()
-    granian = (ROOT / "servers/async-style/granian_conf.py").read_text()
-    return {
-        "stdlib-style": int(re.search(r"^graceful_timeout = (\d+)", gunicorn, re.M).group(1)),
-        "async-style": int(re.search(r"^WORKERS_KILL_TIMEOUT = (\d+)", granian, re.M).group(1)),
-    }
+def runner_timeouts() -> dict[str, float]:
+    """The seconds each server gives in-flight requests after SIGTERM (server.yaml drain_timeout_s,
+    which each server's own tests hold equal to its runner's setting)."""
+    return {name: registry.get(name).drain_timeout_s for name in SERVERS}
 
 
 @pytest.mark.parametrize("path", [*KUSTOMIZATIONS, TILT])
@@ -232,7 +229,7 @@ def test_required_anti_affinity_keeps_the_two_servers_apart_but_lets_a_rollout_s
             assert repelled == (other != name), f"{name} vs {other}"
 
 
-def test_the_two_server_manifests_differ_only_in_names_and_volumes():
+def test_the_server_manifests_differ_only_in_names_and_volumes():
     def normalized(server: str) -> dict:
         docs = [doc for doc in yaml.safe_load_all((K8S / "base" / f"{server}.yaml").read_text()) if doc]
         for doc in docs:
@@ -243,18 +240,16 @@ def test_the_two_server_manifests_differ_only_in_names_and_volumes():
                     container.pop("volumeMounts", None)
         return json.loads(json.dumps(docs).replace(server, "<server>"))
 
-    assert normalized("stdlib-style") == normalized("async-style")
+    shapes = {json.dumps(normalized(server), sort_keys=True) for server in SERVERS}
+    assert len(SERVERS) >= 4 and len(shapes) == 1
 
 
-def test_only_stdlib_style_gets_a_writable_dev_shm():
-    mounts = {}
-    for deployment in deployments("k8s/base"):
-        [container] = deployment["spec"]["template"]["spec"]["containers"]
-        mounts[deployment["metadata"]["name"]] = [m["mountPath"] for m in container.get("volumeMounts", [])]
-    # gunicorn's worker_tmp_dir; granian writes nowhere (measured with a read-only root, /tmp, /dev/shm).
-    assert mounts == {"stdlib-style": ["/dev/shm"], "async-style": []}
-    gunicorn = (ROOT / "servers/stdlib-style/gunicorn.conf.py").read_text()
-    assert re.search(r'^worker_tmp_dir = "/dev/shm"', gunicorn, re.M)
+def test_every_server_has_a_manifest_and_a_line_in_each_kustomization():
+    """Adding a server is its folder, its manifests and one line in each kustomization."""
+    for server in SERVERS:
+        assert (K8S / "base" / f"{server}.yaml").is_file(), server
+        assert (ROOT / "k6" / "servers" / server / "kustomization.yaml").is_file(), server
+    assert {d["metadata"]["name"] for d in deployments("k8s/base")} == set(SERVERS)
 
 
 def test_hetzner_overlay_gives_each_server_the_seeds_resources():

@@ -5,7 +5,10 @@ would (https://github.com/emmett-framework/granian#options). The numbers below a
 seed's load, 15,000 keep-alive connections against one pod; each says where it comes from.
 """
 
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parent / "src"
@@ -46,6 +49,75 @@ HEADER_READ_TIMEOUT_MS = 30_000
 LOOP = Loops.uvloop
 
 
+class SignalSafeServer(Server):
+    """granian's server, its SIGINT, SIGTERM and SIGHUP handlers free of locks.
+
+    granian's handlers (granian/server/common.py, `signal_handler_interrupt` and
+    `signal_handler_reload`) set a flag, then call `main_loop_interrupt.set()`, a threading.Event
+    whose lock is not reentrant, and Python runs a handler on the main thread between two
+    bytecodes, whatever that thread holds. A signal that lands while the main thread is inside
+    that Event (a second SIGTERM or Ctrl-C during the first handler, or while the main loop's
+    `wait()` holds the lock) runs a handler that waits forever for a lock its own thread holds,
+    and the worker watcher then blocks on it too (issue 16). Here a handler sets the same flag
+    and writes a byte to a pipe, neither of which takes a lock; a thread reads the pipe and
+    calls `set()`, then an ordinary wake-up from another thread, like the watcher's. gunicorn's
+    arbiter works the same way (its handlers queue the signal and write to a pipe).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._master_pid = os.getpid()
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_write, False)
+        threading.Thread(target=self._wake_main_loop, name="signal-wake", daemon=True).start()
+
+    def signal_handler_interrupt(self, signum: int, frame: object) -> None:
+        if self._in_a_worker(signum):
+            return
+        # Set here, not by the thread: a worker that exits on the same SIGTERM (sent to the
+        # process group) may wake the main loop first, which must then stop, not respawn it.
+        self.interrupt_signal = True
+        self._wake()
+
+    def signal_handler_reload(self, signum: int, frame: object) -> None:
+        if self._in_a_worker(signum):
+            return
+        self.reload_signal = True
+        self._wake()
+
+    def _in_a_worker(self, signum: int) -> bool:
+        # A forked worker keeps these handlers until it sets its own, before it serves; a
+        # SIGTERM or SIGINT there, which granian's handlers ignore, ends it at once: nothing
+        # is in flight yet, and ignored it would leave a worker respawned during a stop serving
+        # until it is killed, 20 s later. SIGHUP stays ignored in a worker, as in granian.
+        if os.getpid() == self._master_pid:
+            return False
+        if signum != signal.SIGHUP:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        return True
+
+    def shutdown(self, exit_code: int = 0) -> None:
+        # A worker that got the stop's SIGTERM too (sent to the process group, or by systemd to
+        # the whole cgroup) drains and exits on its own, before the master's terminate(): the
+        # watcher logs that as an unexpected exit, and granian's shutdown() exits 1 for it. During
+        # a stop a signal asked for, a worker that exited 0 has not failed.
+        if self.interrupt_signal:
+            clean = {worker.idx for worker in self.wrks if worker.inner.exitcode == 0}
+            self.interrupt_children[:] = [idx for idx in self.interrupt_children if idx not in clean]
+        super().shutdown(exit_code)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_write, b"!")
+        except BlockingIOError:
+            pass  # the pipe is full of wake-ups the thread has yet to read
+
+    def _wake_main_loop(self) -> None:
+        while os.read(self._wake_read, 4096):
+            self.main_loop_interrupt.set()
+
+
 def build(argv: list[str]) -> Server:
     # `--reload` is the one argument, for Tilt's live update (the Tiltfile passes it as container
     # args, never the manifests): granian restarts its workers when a file under src/ changes,
@@ -64,7 +136,7 @@ def build(argv: list[str]) -> Server:
     # settings.py's old code. Each worker imports it afresh from src/.
     for module in [name for name in sys.modules if name.partition(".")[0] == "async_style"]:
         del sys.modules[module]
-    return Server(
+    return SignalSafeServer(
         "async_style.app:create_app",
         factory=True,
         address=settings.host,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 import sys
 import time
 import urllib.request
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from servers.contract import SERVERS
+from servers import registry
 from servers.process import running
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +33,7 @@ def source_of(port: int) -> str:
         return json.load(response)["source"]
 
 
-@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("server", [name for name in registry.names() if registry.get(name).has("live_reload")])
 def test_an_edited_source_file_is_served_without_a_restart(server, free_port, tmp_path):
     folder = tmp_path / server
     shutil.copytree(ROOT / "servers" / server, folder, ignore=shutil.ignore_patterns("tests", "__pycache__"))
@@ -59,15 +58,3 @@ def test_an_edited_source_file_is_served_without_a_restart(server, free_port, tm
                     pass  # the worker is restarting
                 time.sleep(0.2)
             assert time.monotonic() < deadline, f"{server} still serves the old code 45 s after the edit"
-
-
-def test_granian_conf_refuses_other_arguments():
-    result = subprocess.run(
-        [sys.executable, "granian_conf.py", "--workers", "3"],
-        cwd=ROOT / "servers/async-style",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode != 0
-    assert result.stderr.strip().splitlines()[-1] == "async-style: granian_conf.py takes only --reload, got '--workers 3'."

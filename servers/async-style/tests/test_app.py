@@ -1,11 +1,15 @@
 """The contract in process, through Starlette's test client."""
 
 import pytest
+from async_style import app as app_module
 from async_style.app import create_app
 from async_style.settings import load
 from starlette.testclient import TestClient
 
-from servers.contract import check_hash, check_health, check_not_allowed
+from servers.contract import check_hash, check_head, check_health, check_not_allowed, expected_hash
+
+# A fixed clock: 2023-11-14 22:13:20.123456789 UTC.
+NOW_NS = 1_700_000_000_123_456_789
 
 
 @pytest.fixture
@@ -23,18 +27,22 @@ def test_hash_keeps_the_contract(client):
     assert first["hash"] != second["hash"], "each request hashes the current time"
 
 
-def test_hash_iterations_change_the_work():
-    one_round = TestClient(create_app(load({"HASH_ITERATIONS": "1"})))
-    assert check_hash(*answer(one_round.get("/hash")), source="async-style")
+@pytest.mark.parametrize("rounds", [1, 100])
+def test_the_hash_is_the_chain_over_the_time_the_request_came(rounds, monkeypatch):
+    """With the clock fixed, the answer is what hashlib computes here from the same instant."""
+    monkeypatch.setattr(app_module, "time_ns", lambda: NOW_NS)
+    fixed = TestClient(create_app(load({"HASH_ITERATIONS": str(rounds)})))
+    payload = fixed.get("/hash").json()
+    assert payload == {"hash": expected_hash(NOW_NS, rounds), "timestamp": NOW_NS // 1_000_000, "source": "async-style"}
 
 
 def test_health(client):
     check_health(*answer(client.get("/health")))
 
 
-def test_head_has_headers_and_no_body(client):
-    response = client.head("/hash")
-    assert response.status_code == 200 and response.content == b""
+@pytest.mark.parametrize("path", ["/hash", "/health"])
+def test_head_has_the_gets_headers_and_no_body(client, path):
+    check_head(answer(client.get(path)), answer(client.head(path)))
 
 
 def test_unknown_path_is_404(client):
@@ -46,3 +54,4 @@ def test_unknown_path_is_404(client):
 def test_other_methods_are_405_with_allow(client, method, path):
     status, headers, _ = answer(client.request(method, path))
     check_not_allowed(status, headers)
+    assert headers["cache-control"] == "no-store"

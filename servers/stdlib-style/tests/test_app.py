@@ -1,11 +1,16 @@
 """The contract in process, through Falcon's test client."""
 
+import time
+
 import pytest
 from falcon import testing
 from stdlib_style.app import create_app
 from stdlib_style.settings import load
 
-from servers.contract import check_hash, check_health, check_not_allowed
+from servers.contract import check_hash, check_head, check_health, check_not_allowed, expected_hash
+
+# A fixed clock: 2023-11-14 22:13:20.123456789 UTC.
+NOW_NS = 1_700_000_000_123_456_789
 
 
 @pytest.fixture
@@ -23,18 +28,23 @@ def test_hash_keeps_the_contract(client):
     assert first["hash"] != second["hash"], "each request hashes the current time"
 
 
-def test_hash_iterations_change_the_work():
-    one_round = testing.TestClient(create_app(load({"HASH_ITERATIONS": "1"})))
-    assert check_hash(*answer(one_round.simulate_get("/hash")), source="stdlib-style")
+@pytest.mark.parametrize("rounds", [1, 100])
+def test_the_hash_is_the_chain_over_the_time_the_request_came(rounds, monkeypatch):
+    """With the clock fixed, the answer is what hashlib computes here from the same instant."""
+    fixed = testing.TestClient(create_app(load({"HASH_ITERATIONS": str(rounds)})))
+    monkeypatch.setattr(time, "time_ns", lambda: NOW_NS)
+    payload = fixed.simulate_get("/hash").json
+    monkeypatch.undo()
+    assert payload == {"hash": expected_hash(NOW_NS, rounds), "timestamp": NOW_NS // 1_000_000, "source": "stdlib-style"}
 
 
 def test_health(client):
     check_health(*answer(client.simulate_get("/health")))
 
 
-def test_head_has_headers_and_no_body(client):
-    result = client.simulate_head("/hash")
-    assert result.status_code == 200 and result.content == b""
+@pytest.mark.parametrize("path", ["/hash", "/health"])
+def test_head_has_the_gets_headers_and_no_body(client, path):
+    check_head(answer(client.simulate_get(path)), answer(client.simulate_head(path)))
 
 
 def test_unknown_path_is_404(client):
@@ -46,3 +56,4 @@ def test_unknown_path_is_404(client):
 def test_other_methods_are_405_with_allow(client, method, path):
     status, headers, _ = answer(client.simulate_request(method, path))
     check_not_allowed(status, headers)
+    assert headers["cache-control"] == "no-store"

@@ -26,10 +26,14 @@ from .hashing import hash_chain
 from .settings import Settings, load
 
 ALLOWED = ("GET", "HEAD")
-NOT_ALLOWED = PlainTextResponse("Method Not Allowed", status_code=405, headers={"Allow": ", ".join(ALLOWED)})
+# Every answer is made for its request (the hash is of the time it came): no cache may store one
+# and answer the next request in the server's place, or a benchmark would measure the cache.
+NO_STORE = {"Cache-Control": "no-store"}
+NOT_ALLOWED = PlainTextResponse("Method Not Allowed", status_code=405, headers={"Allow": ", ".join(ALLOWED), **NO_STORE})
 NOT_FOUND = PlainTextResponse("Not Found", status_code=404)
-HEALTHY = PlainTextResponse("OK")
+HEALTHY = PlainTextResponse("OK", headers=NO_STORE)
 JSON = (b"content-type", b"application/json")
+UNCACHED = (b"cache-control", b"no-store")
 
 
 class HashEndpoint:
@@ -44,7 +48,8 @@ class HashEndpoint:
             return
         now = time_ns()
         body = dumps({"hash": hash_chain(b"input-%d" % now, self.rounds), "timestamp": now // 1_000_000, "source": self.source})
-        await send({"type": "http.response.start", "status": 200, "headers": [JSON, (b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [JSON, UNCACHED, (b"content-length", b"%d" % len(body))]})
         await send({"type": "http.response.body", "body": body})
 
 

@@ -11,10 +11,13 @@ from .hashing import hash_chain
 from .settings import Settings, load
 
 ALLOWED = ["GET", "HEAD"]
+# Every answer is made for its request (the hash is of the time it came): no cache may store one
+# and answer the next request in the server's place, or a benchmark would measure the cache.
+NO_STORE = "no-store"
 
 
 def _not_allowed(req: falcon.Request, resp: falcon.Response, **params: object) -> None:
-    raise falcon.HTTPMethodNotAllowed(ALLOWED)
+    raise falcon.HTTPMethodNotAllowed(ALLOWED, headers={"Cache-Control": NO_STORE})
 
 
 class _Resource:
@@ -34,6 +37,7 @@ class HashResource(_Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         now = time.time_ns()
         resp.content_type = falcon.MEDIA_JSON
+        resp.cache_control = (NO_STORE,)
         resp.data = orjson.dumps(
             {
                 "hash": hash_chain(b"input-%d" % now, self._rounds),
@@ -48,6 +52,7 @@ class HashResource(_Resource):
 class HealthResource(_Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = falcon.MEDIA_TEXT
+        resp.cache_control = (NO_STORE,)
         resp.data = b"OK"
 
     on_head = on_get
