@@ -5,6 +5,7 @@ Everything here speaks to 127.0.0.1 only and stops by itself: every read has a d
 
 from __future__ import annotations
 
+import select
 import selectors
 import socket
 import threading
@@ -39,10 +40,13 @@ def connect(port: int, timeout: float = 5.0) -> socket.socket:
     return sock
 
 
-def parse_responses(data: bytes, head_only: int = 0) -> tuple[list[Response], bytes]:
+def parse_responses(data: bytes, head_only: int = 0, closed: bool = False) -> tuple[list[Response], bytes]:
     """Split complete responses off the front of `data`; return them and the rest.
 
-    The first `head_only` responses answer HEAD requests, so they carry no body.
+    Every framing of RFC 9112 section 6.3 counts: no body (HEAD, 1xx, 204, 304), Content-Length,
+    chunked, and a body that runs to the close, which is complete only once the server has
+    `closed` the connection (until then it waits in the rest). The first `head_only` responses
+    answer HEAD requests, so they carry no body.
     """
     responses: list[Response] = []
     while True:
@@ -68,8 +72,10 @@ def parse_responses(data: bytes, head_only: int = 0) -> tuple[list[Response], by
             if parsed is None:
                 return responses, data
             body, rest = parsed
+        elif closed:
+            body, rest = rest, b""  # the body ran to the close
         else:
-            return responses, data  # body runs to the close; the caller keeps reading
+            return responses, data  # the body runs to the close: the caller keeps reading
         responses.append(Response(status, headers, body))
         data = rest
 
@@ -123,7 +129,7 @@ def send_raw(port: int, payload: bytes, expect: int = 1, timeout: float = 5.0, h
             if not chunk:
                 closed = True
             data += chunk
-    responses, _ = parse_responses(data, head_only)
+    responses, _ = parse_responses(data, head_only, closed=closed)
     return Exchange(responses, closed, timed_out, time.monotonic() - started)
 
 
@@ -220,7 +226,8 @@ class Attack:
 
     def statuses(self) -> list[int]:
         """The status of every answer the server sent the attackers."""
-        return [r.status for a in self.attackers for r in parse_responses(a.answer)[0]]
+        return [r.status for a in self.attackers
+                for r in parse_responses(a.answer, closed=a.closed_after is not None)[0]]
 
     def stop(self) -> None:
         self._stop.set()
@@ -233,3 +240,127 @@ class Attack:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+# -- load, then SIGTERM ------------------------------------------------------------------------
+
+
+class Tally:
+    """How each request of keep_requesting's clients ended."""
+
+    def __init__(self, clients: int = 0) -> None:
+        self.clients = clients
+        self.lock = threading.Lock()
+        self.ok = 0
+        self.refused = 0  # connection refused: nothing was sent, the client may go elsewhere
+        self.closed_idle = 0  # the server closed a kept-alive connection before we reused it
+        self.unanswered_on_reuse = 0  # sent on a kept-alive connection that closed with no byte back
+        self.reconnected = 0  # a new connection was accepted after the server answered `Connection: close`
+        self.answered_clients = 0  # clients with at least one answer: their connection was accepted
+        # When the stop was signalled (set by the test): a connection opened after it and reset
+        # with no byte back never reached the server (a closing listener's queue), so it counts
+        # here, as a refusal does, and not as a request lost in flight.
+        self.signalled_at: float | None = None
+        self.reset_during_stop = 0
+        self.failed: list[str] = []  # a request was sent and got no complete answer
+
+    def __str__(self) -> str:
+        return (f"{self.ok} answered, {self.refused} refused, {self.closed_idle} closed while idle, "
+                f"{self.unanswered_on_reuse} unanswered on reuse and resent, "
+                f"{self.reconnected} reconnected after `Connection: close`, "
+                f"{self.reset_during_stop} connections opened during the stop and reset, {len(self.failed)} failed")
+
+    def add(self, field: str, detail: str = "") -> None:
+        with self.lock:
+            if field == "failed":
+                self.failed.append(detail)
+            else:
+                setattr(self, field, getattr(self, field) + 1)
+
+
+def keep_requesting(port: int, stop: threading.Event, tally: Tally) -> None:
+    """GET /hash over one keep-alive connection, reconnecting when told to, until refused.
+
+    Before reusing a connection it checks that the server has not closed it meanwhile, as HTTP
+    clients do. A request written on a reused connection that the server closes without sending
+    a byte back was never read by it: Go's net/http (so k6) and browsers resend such idempotent
+    requests on a new connection, and so does this client, counting them. Any other request that
+    was written and not answered in full is a failure.
+    """
+    sock, reused, told_to_close, answered = None, False, False, False
+    request = b"GET /hash HTTP/1.1\r\nHost: bench\r\n\r\n"
+    while not stop.is_set():
+        if sock is None:
+            opened = time.monotonic()
+            try:
+                sock, reused = connect(port, timeout=30), False
+            except ConnectionRefusedError:
+                tally.add("refused")
+                return
+            if told_to_close:
+                tally.add("reconnected")
+        elif select.select([sock], [], [], 0)[0]:
+            sock.close()
+            sock = None
+            tally.add("closed_idle")
+            continue
+        data, answer, error = b"", None, None
+        try:
+            sock.sendall(request)
+            while answer is None:
+                chunk = sock.recv(65536)
+                data += chunk
+                responses, _ = parse_responses(data, closed=not chunk)
+                answer = responses[0] if responses else None
+                if not chunk:
+                    break
+        except OSError as raised:
+            error = raised
+        if answer is None and not data and reused and (error is None or isinstance(error, ConnectionResetError)):
+            tally.add("unanswered_on_reuse")
+            sock.close()
+            sock = None
+            continue
+        if answer is None and not data and not reused and tally.signalled_at is not None and opened >= tally.signalled_at:
+            tally.add("reset_during_stop")
+            sock.close()
+            return
+        if answer is None or answer.status != 200:
+            tally.add("failed", f"{data[:200]!r} {error!r} on a {'reused' if reused else 'new'} connection")
+            sock.close()
+            return
+        tally.add("ok")
+        if not answered:
+            answered = True
+            tally.add("answered_clients")
+        reused = True
+        if answer.headers.get("connection", "").lower() == "close":
+            sock.close()
+            sock, told_to_close = None, True
+
+
+def sigterm_under_load(server: str, env: dict[str, str], log, clients: int = 16, answers: int = 500,
+                       stop_timeout: float = 30.0) -> tuple[int, Tally]:
+    """`clients` keep-alive clients GET /hash from `server` (under `make serve`, one worker, `env`);
+    after `answers` answers the runner gets SIGTERM. Returns its exit code and how requests ended."""
+    from servers.process import free_port, running, serve_command
+
+    port = free_port()
+    tally, stop = Tally(clients), threading.Event()
+    with running(serve_command(server, port, workers=1), port, log, env=env, stop_timeout=stop_timeout) as served:
+        threads = [threading.Thread(target=keep_requesting, args=(port, stop, tally), daemon=True) for _ in range(clients)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while tally.ok < answers and not tally.failed:
+            assert time.monotonic() < deadline, "the load never got going"
+            time.sleep(0.05)
+        exit_code = served.stop(stop_timeout)
+    # Each client ends by itself once it is refused; a runner that exits within milliseconds of
+    # closing its connections (Go) is gone before they all got there, so wait for them first.
+    for thread in threads:
+        thread.join(10)
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+    return exit_code, tally
