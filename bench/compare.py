@@ -52,14 +52,14 @@ def comparison(a: Summary, b: Summary) -> str:
         fa, fb = ma["requests"]["failed"], mb["requests"]["failed"]
         if fa or fb:
             rows.append([server, "Failed requests", count(fa), count(fb), change(fa, fb)])
-    notes = []
-    for key in ("profile", "rounds", "workers"):
-        if a["settings"][key] != b["settings"][key]:
-            notes.append(f"{key} {a['settings'][key]!r} vs {b['settings'][key]!r}")
+    differences = [f"{key} {a['settings'][key]!r} vs {b['settings'][key]!r}"
+                   for key in ("profile", "rounds", "workers") if a["settings"][key] != b["settings"][key]]
+    notes = ["the runs differ in " + ", ".join(differences)] if differences else []
+    notes += [f"{which} is incomplete ({run['incomplete']})" for which, run in (("A", a), ("B", b)) if run.get("incomplete")]
     only = sorted(set(a["servers"]) ^ set(b["servers"]))
     out = [table(["Server", "Metric", ida, idb, "Change"], rows)]
     if notes:
-        out.insert(0, "Note: the runs differ in " + ", ".join(notes) + "; request totals are not like for like.\n")
+        out.insert(0, "Note: " + "; ".join(notes) + "; request totals are not like for like.\n")
     if only:
         out.append(f"\nIn one run only: {', '.join(only)}.")
     return "\n".join(out)

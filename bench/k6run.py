@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ from typing import Any
 import psutil
 
 from bench.model import Series
+from servers.process import dies_with_parent, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "k6" / "bench.js"
@@ -29,12 +29,6 @@ K6_OK_EXITS = (0, 99)
 
 class K6Error(RuntimeError):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _seconds(duration: str) -> float:
@@ -179,7 +173,8 @@ def run_k6(
     ]  # fmt: skip
     summary_path.unlink(missing_ok=True)
     with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   preexec_fn=dies_with_parent())
     sampler = Sampler(server_pid, psutil.Process(process.pid), f"http://127.0.0.1:{port}", sorted({*k6_cpus, *server_cpus}))
     progress = Progress(label, planned_s)
     start = time.monotonic()

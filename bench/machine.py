@@ -35,12 +35,16 @@ def parse_cpus(text: str) -> list[int]:
 
 
 def cpu_sets(server: str = "", k6: str = "") -> tuple[list[int], list[int]]:
-    """Disjoint CPU sets for the servers and for k6; by default the lower half serves, the upper loads."""
+    """Disjoint CPU sets for the servers and for k6; by default the lower half serves, the upper loads.
+
+    Overlapping sets are refused: k6 and the server would take CPU from each other, and a server
+    left running by anything else would take it from both, with nothing in the numbers to say so.
+    """
     allowed = sorted(os.sched_getaffinity(0))
-    if not server and not k6 and len(allowed) < 2:
+    if len(allowed) < 2:
         raise SetupError(
             f"this process may use only CPU {allowed}: a local benchmark needs two, one for the servers "
-            "and one for k6 (set SERVER_CPUS and K6_CPUS to share one on purpose)."
+            "and one for k6, so run it where two CPUs are free (taskset, or a larger machine)."
         )
     half = (len(allowed) + 1) // 2
     server_cpus = parse_cpus(server) if server else allowed[:half]
@@ -49,6 +53,11 @@ def cpu_sets(server: str = "", k6: str = "") -> tuple[list[int], list[int]]:
         outside = [c for c in cpus if c not in allowed]
         if not cpus or outside:
             raise SetupError(f"{name} must be CPUs this process may use ({allowed}), got {cpus}: fix {name}.")
+    if shared := sorted(set(server_cpus) & set(k6_cpus)):
+        raise SetupError(
+            f"SERVER_CPUS and K6_CPUS share CPU {','.join(map(str, shared))}, so k6 and the servers would take CPU "
+            f"from each other: give them different CPUs, e.g. SERVER_CPUS={allowed[0]} K6_CPUS={allowed[-1]}."
+        )
     return server_cpus, k6_cpus
 
 
@@ -71,6 +80,10 @@ def require_taskset() -> None:
         raise SetupError("taskset is missing: install it with `apt-get install util-linux`.")
 
 
+# The reference servers' toolchains, as each prints its version (the first a-b-c number it prints).
+TOOLCHAINS = {"go": ["go", "version"], "rustc": ["rustc", "--version"]}
+
+
 def tool_versions(k6_version: str) -> dict[str, str]:
     found = {"python": platform.python_version(), "k6": k6_version}
     for package in PACKAGES:
@@ -78,6 +91,13 @@ def tool_versions(k6_version: str) -> dict[str, str]:
             found[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             found[package] = "not installed"
+    for tool, command in TOOLCHAINS.items():
+        try:
+            output = subprocess.run(command, capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if version := re.search(r"\d+\.\d+(\.\d+)?", output):
+            found[tool] = version.group(0)
     return found
 
 

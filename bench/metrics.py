@@ -117,4 +117,14 @@ def aggregate(rounds: Sequence[Metrics]) -> Metrics | None:
         "k6_cpu_cores": use("k6_cpu_cores"),
         "k6_cpu_share": _median([m["k6_cpu_share"] for m in rounds]),
         "others_cpu_cores": use("others_cpu_cores"),
+        "cpu_limit_cores": rounds[0].get("cpu_limit_cores"),
+        "throttling": _throttling([m.get("throttling") for m in rounds]),
     }  # type: ignore[return-value]
+
+
+def _throttling(rounds: Sequence[dict | None]) -> dict | None:
+    """Throttling summed over the rounds that had a limit; null if none had."""
+    present = [t for t in rounds if t]
+    if not present:
+        return None
+    return {key: sum(t[key] for t in present) for key in ("periods", "throttled_periods", "throttled_s")}

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 SCHEMA_VERSION = 1
-# k6 at or above this share of its CPUs (mean over a run) is the bottleneck, not the server:
-# k6 docs ("Running large tests") warn that a saturated k6 reports inflated latencies.
-K6_SATURATED = 0.9
+# k6 at or above this share of its CPUs (mean over a round) may be the bottleneck, not the server:
+# k6 docs ("Running large tests") warn that a saturated k6 reports inflated latencies, and here a
+# k6 at 89-90 % already capped the req/s (docs/bench-local.md); a round at 80 % is too close.
+K6_SATURATED = 0.8
 
 
 class Latency(TypedDict):
@@ -49,6 +50,15 @@ class Usage(TypedDict):
     peak: float | None
 
 
+class Throttling(TypedDict):
+    """The server's CPU quota at work while k6 ran (cgroup cpu.stat): CFS periods, those in which
+    the quota ran out, and the time the server's processes waited for the next period."""
+
+    periods: int
+    throttled_periods: int
+    throttled_s: float
+
+
 class Metrics(TypedDict):
     duration_s: float
     latency_ms: Latency
@@ -60,6 +70,9 @@ class Metrics(TypedDict):
     k6_cpu_cores: Usage
     k6_cpu_share: float | None  # k6 mean CPU / CPUs given to k6; >= K6_SATURATED: k6 was the limit
     others_cpu_cores: Usage  # CPU that other processes (or the hypervisor: steal) took from the pinned CPUs
+    # Local runs with SERVER_CPU_LIMIT: the limit (cores) and its throttling; null without a limit.
+    cpu_limit_cores: NotRequired[float | None]
+    throttling: NotRequired[Throttling | None]
 
 
 class Series(TypedDict):
@@ -124,6 +137,10 @@ class Settings(TypedDict):
     workers: str  # as given to the servers; "" means each server's default (its CPUs)
     server_cpus: list[int] | None  # local: the CPU set the servers were pinned to
     k6_cpus: list[int] | None
+    # local: the cores each server could use (SERVER_CPU_LIMIT, a CFS quota), null when unlimited,
+    # and how it was set or why there was none
+    server_cpu_limit: NotRequired[float | None]
+    server_cpu_limit_how: NotRequired[str]
     servers: list[str]
     command: str  # the command that produced the run, to repeat it
 
@@ -143,6 +160,9 @@ class Summary(TypedDict):
     machine: Machine
     versions: dict[str, str]  # python, granian, gunicorn, falcon, starlette, orjson, k6
     servers: dict[str, ServerResult]
+    # Present only when the run was stopped before its last round: how and when (one line). The
+    # rounds that finished are all there; those that did not are missing, never half-written.
+    incomplete: NotRequired[str]
 
 
 class SummaryError(ValueError):

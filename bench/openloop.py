@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import resource
 import sys
 import time
@@ -49,6 +50,15 @@ class Result:
     max_ms: float | None
     cpu_share: float  # the generator's CPU seconds / wall seconds: near 1.0 means it was the bottleneck
     late: int  # requests sent more than 10 ms after their intended time (the backlog a stall leaves)
+    scheduled: int = 0  # arrivals the schedule held: every one is sent once, so requests + errors == scheduled
+
+
+def schedule(rate: float, seconds: float, connections: int) -> list[list[float]]:
+    """Each connection's intended send times, in seconds from the start: arrival k of the run is
+    due at k / rate and goes to connection k mod `connections`, so the connections share the rate
+    evenly, each sending every `connections / rate` seconds."""
+    arrivals = math.ceil(rate * seconds - 1e-9)  # those due before `seconds`
+    return [[k / rate for k in range(index, arrivals, connections)] for index in range(connections)]
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:
@@ -138,16 +148,15 @@ async def _run(url: str, rate: float, seconds: float, connections: int) -> Resul
     pool = [await connect() for _ in range(connections)]
     latencies = array("d")
     counts = {"errors": 0, "late": 0}
-    interval = connections / rate  # each connection's share of the arrivals
+    plan = schedule(rate, seconds, connections)
     # perf_counter, not loop.time(): uvloop's clock ticks in whole milliseconds.
     clock = time.perf_counter
     start = clock() + 0.05
-    end = start + seconds
 
     async def drive(index: int) -> None:
         conn = pool[index]
-        intended = start + interval * index / connections
-        while intended < end:
+        for offset in plan[index]:
+            intended = start + offset
             delay = intended - clock()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -163,7 +172,6 @@ async def _run(url: str, rate: float, seconds: float, connections: int) -> Resul
                 if not 200 <= status < 300:
                     counts["errors"] += 1
                 latencies.append(conn.answered_at - intended)
-            intended += interval
 
     cpu0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
     drivers = [asyncio.ensure_future(drive(i)) for i in range(connections)]
@@ -183,7 +191,8 @@ async def _run(url: str, rate: float, seconds: float, connections: int) -> Resul
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     return Result(rate=rate, seconds=seconds, requests=len(ordered), errors=counts["errors"],
                   achieved_rps=round(len(ordered) / wall, 1), p50_ms=ms[0], p90_ms=ms[1], p99_ms=ms[2], p999_ms=ms[3],
-                  max_ms=ms[4], cpu_share=round(cpu / wall, 3), late=counts["late"])  # fmt: skip
+                  max_ms=ms[4], cpu_share=round(cpu / wall, 3), late=counts["late"],
+                  scheduled=sum(map(len, plan)))  # fmt: skip
 
 
 def run(url: str, rate: float, seconds: float, connections: int = 50) -> Result:

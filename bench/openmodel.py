@@ -22,8 +22,8 @@ MIN_RATE = 50  # below this a loopback server is broken, not slow
 # limit anyway, and bench.js lets k6 hold up to a second of arrivals in VUs (~1 MB each).
 MAX_RATE_PER_K6_CPU = 16_000
 BISECTIONS = 3  # the answer lands within 1/8 of the last doubling
-STEP_S = 10  # per probe: ~9 probes per server, ~1.5 min
-MEASURE_S = 20  # per latency level and round
+STEP_S = 10  # per probe: ~9 probes per server, ~1.5 min (bench.local's --open-step-seconds)
+MEASURE_S = 20  # per latency level and round (--open-measure-seconds)
 MAX_DROPPED = 0.01
 MAX_ERRORS = 0.001
 FRACTIONS = (0.5, 0.9)
@@ -99,13 +99,13 @@ def run(plan: Plan, summary: Summary, servers: list[str]) -> None:
     from bench.local import measure, now, record, save, say, server_running
 
     for server in servers:
-        say(f"{server}: searching the highest sustainable arrival rate ({STEP_S} s steps)")
+        say(f"{server}: searching the highest sustainable arrival rate ({plan.open_step_s} s steps)")
         with server_running(plan, server, f"{server}-search") as live:
 
             def probe(rate: int) -> Metrics:
-                extra = {"RATE": str(rate), "DURATION": f"{STEP_S}s"}
+                extra = {"RATE": str(rate), "DURATION": f"{plan.open_step_s}s"}
                 name, label = f"{server}-probe{rate}", f"{server} probe {rate:,} req/s"
-                return measure(plan, server, live, name, label, extra, STEP_S)[0]
+                return measure(plan, server, live, name, label, extra, plan.open_step_s)[0]
 
             summary["servers"][server]["open"] = search(probe, say, MAX_RATE_PER_K6_CPU * len(plan.k6_cpus))
         save(summary, plan.run_dir)
@@ -120,10 +120,10 @@ def run(plan: Plan, summary: Summary, servers: list[str]) -> None:
                 for fraction in FRACTIONS:
                     rate = max(1, int(result["max_rate"] * fraction))
                     started = now()
-                    extra = {"RATE": str(rate), "DURATION": f"{MEASURE_S}s"}
+                    extra = {"RATE": str(rate), "DURATION": f"{plan.open_measure_s}s"}
                     label = f"{server} round {number}/{plan.rounds} @{fraction:.0%}"
                     name = f"{server}-round{number}-at{int(fraction * 100)}"
-                    metrics, series = measure(plan, server, live, name, label, extra, MEASURE_S)
+                    metrics, series = measure(plan, server, live, name, label, extra, plan.open_measure_s)
                     levels[server][fraction].append(metrics)
                     if fraction == FRACTIONS[-1]:
                         record(summary, server, {"round": number, "started": started, "target_rate": rate, "metrics": metrics, "series": series})

@@ -1,27 +1,29 @@
-"""Each server's throughput on one core beside a Go net/http peer doing the same work.
+"""Every server on one core, beside the in-repo Go net/http server doing the same work.
 
     python -m bench.perf [--rounds 3] [--seconds 8] [--rss-requests 200000]
 
-`make perf` runs it. The method is the one of shared/tools/peer-bench, extended:
+`make perf` runs it. Every runner (servers/registry.py: each server folder, and the other ways
+a server.yaml lists to run it) is started by `make serve`, its build step first:
 
-1. throughput: each runner (WORKERS=1, pinned to CPU 0: stdlib-style on its default worker and
-   on its thread-per-connection one, async-style) and the Go peer (CPU 0 too) answer
-   `wrk -t1 -c50` pinned to CPU 1, alternating A B C D for `--rounds` rounds; the ratio is the
-   median of the per-round ratios runner ÷ Go, so a noisy neighbour hits both sides of a round,
-   beside the server's CPU time per answered request;
+1. throughput: each runner (WORKERS=1, pinned to CPU 0) answers `wrk -t1 -c50` pinned to CPU 1,
+   alternating A B C ... for `--rounds` rounds; the ratios are medians of the per-round ratios,
+   to the baseline reference (server.yaml `baseline: true`, go-net-http) and to the reference
+   each stand-in stands for, so a noisy neighbour hits both sides of a round; beside them the
+   server's CPU time per answered request;
 2. the seed's connections: each of them once under `wrk -t1 -c15000 -d15s --timeout 10s`:
    answers, the slowest, answers later than 10 s, errors, peak RSS;
-3. open model: at half of each server's median maximum, a constant arrival rate from
+3. open model: at half of each stand-in's median maximum, a constant arrival rate from
    bench/openloop.py (pinned to CPU 1; k6 alone on one CPU cannot generate these rates, its
-   docstring says how that was measured) against the server, then against the Go peer at the
+   docstring says how that was measured) against the stand-in, then against the baseline at the
    same rate: the p99s side by side;
 4. scaling: WORKERS=2 on both CPUs, wrk sharing them, beside WORKERS=1 on one CPU;
-5. memory: RSS of the runner and its one worker every few seconds of wrk load
-   (servers/memory.py), start against end.
+5. memory: RSS of each server's processes every few seconds of wrk load (servers/memory.py),
+   start against end.
 
-Results: results/perf-<UTC time>/perf.md and perf.json; the tables are printed too. The Go peer
-is built from ../shared/peer/go-net-http when that folder and `go` exist; otherwise its columns
-say why they are empty.
+Results: results/perf-<UTC time>/perf.md and perf.json; the tables are printed too. A server
+whose build fails (its toolchain missing, say) is left out with the reason in the report.
+Stopped (Ctrl-C, SIGTERM, SIGHUP), it stops its servers and wrk at once and writes what it
+measured so far, marked incomplete.
 """
 
 from __future__ import annotations
@@ -31,10 +33,10 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,13 +44,11 @@ from typing import Callable, Sequence
 
 import psutil
 
-from servers.process import RUNNERS
+from servers import registry
+from servers.process import RUNNERS, dies_with_parent, free_port, interruptible, kill_tree
 from servers.wrk import Load, parse_wrk, room_for_connections
 
 ROOT = Path(__file__).resolve().parents[1]
-PEER_SOURCE = ROOT.parent / "shared" / "peer" / "go-net-http"
-SERVERS = ("stdlib-style", "async-style")
-GO = "go-peer"
 CONNECTIONS = 50
 # The seed's load on one pod, and the answer time past which its users count a request failed.
 SEED_CONNECTIONS, SEED_SECONDS, SEED_TIMEOUT = 15_000, 15, 10
@@ -70,7 +70,10 @@ class Measured(Load):
 class Report:
     machine: dict
     settings: dict
-    peer_note: str = ""
+    baseline: str | None = None  # the reference every ratio is to (server.yaml baseline: true)
+    stands_for: dict[str, str] = field(default_factory=dict)  # runner -> the reference it stands in for
+    skipped: dict[str, str] = field(default_factory=dict)  # runner -> why it was not measured
+    incomplete: str = ""  # how the run was stopped early, if it was
     throughput: dict[str, list[Load]] = field(default_factory=dict)
     seed: dict[str, Load] = field(default_factory=dict)
     open_model: dict[str, dict] = field(default_factory=dict)
@@ -101,44 +104,57 @@ def _num(value: float | None, digits: int = 0, suffix: str = "") -> str:
     return f"{value:,.{digits}f}{suffix}"
 
 
+def _ratio(report: Report, name: str, to: str | None) -> str:
+    if to is None:
+        return "–"
+    if name == to:
+        return "1"
+    return _num(ratio_median(report.throughput[name], report.throughput.get(to, [])), 3)
+
+
 def render(report: Report) -> str:
     """The Markdown of perf.md."""
     m, s = report.machine, report.settings
-    peer = report.throughput.get(GO, [])
+    base = report.baseline
     lines = [
         f"# perf — {m['when']}",
         "",
+        *([f"> **This run is incomplete**: {report.incomplete}. The tables hold what was measured before.", ""]
+          if report.incomplete else []),
         f"Machine: {m['cpu']}, {m['cpus']} CPUs usable, Linux {m['kernel']}, Python {m['python']}"
         + (f", load average {m['load_average'][0]:.1f} at the start" if m.get("load_average") else "")
         + f". Command: `{s['command']}`.",
         "",
         f"## Throughput: one worker on CPU {s['server_cpu']}, `wrk -t1 -c{s['connections']}` on CPU {s['load_cpu']}",
         "",
-        f"{s['rounds']} rounds of {s['seconds']} s, servers alternating; medians. The ratio is the median of "
-        "the per-round ratios to the Go peer (same work: 100 chained SHA-256 + JSON, Go net/http).",
+        f"{s['rounds']} rounds of {s['seconds']} s, servers alternating; medians. Each ratio is the median of "
+        f"the per-round ratios: to {base or 'the baseline reference (none was measured)'}, and to the reference "
+        "the server stands in for (same work everywhere: 100 chained SHA-256 + JSON).",
         "",
-        "| server | req/s | ratio to Go | CPU per request | p50 | p99 (closed loop) | rounds (req/s) |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        f"| server | req/s | ÷ {base or 'baseline'} | ÷ what it stands for | CPU per request | p50 | p99 (closed loop) | rounds (req/s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, loads in report.throughput.items():
-        ratio = None if name == GO else ratio_median(loads, peer)
+        reference = report.stands_for.get(name)
         cpu = [x.cpu_us for x in loads if getattr(x, "cpu_us", None) is not None]
         lines.append(
-            f"| {name} | {_num(median_rps(loads))} | {_num(ratio, 3) if name != GO else '1'} "
+            f"| {name} | {_num(median_rps(loads))} | {_ratio(report, name, base)} "
+            f"| {_ratio(report, name, reference) + (f' ({reference})' if reference else '')} "
             f"| {_num(statistics.median(cpu) if cpu else None, 0, ' µs')} "
             f"| {_num(statistics.median(x.p50_ms for x in loads if x.p50_ms is not None), 2, ' ms') if any(x.p50_ms for x in loads) else '–'} "
             f"| {_num(statistics.median(x.p99_ms for x in loads if x.p99_ms is not None), 2, ' ms') if any(x.p99_ms for x in loads) else '–'} "
             f"| {', '.join(_num(x.rps) for x in loads)} |"
         )
     errors = [f"{name}: {x.errors}" for name, loads in report.throughput.items() for x in loads if x.errors]
-    if report.peer_note:
-        lines += ["", f"Go peer: {report.peer_note}"]
+    for name, why in report.skipped.items():
+        lines += ["", f"Not measured: {name}: {why}"]
     if errors:
         lines += ["", "wrk saw errors: " + " | ".join(errors)]
     if report.seed:
         lines += [
             "",
-            f"## The seed's connections: `wrk -t1 -c{SEED_CONNECTIONS} -d{SEED_SECONDS}s --timeout {SEED_TIMEOUT}s`",
+            f"## The seed's connections: `wrk -t1 -c{s.get('seed_connections', SEED_CONNECTIONS)} "
+            f"-d{s.get('seed_seconds', SEED_SECONDS)}s --timeout {SEED_TIMEOUT}s`",
             "",
             f"One worker on CPU {s['server_cpu']}, wrk on CPU {s['load_cpu']}, each server once. wrk counts an answer "
             f"later than {SEED_TIMEOUT} s as a timeout and does not count one that never came, so *answered* and "
@@ -160,10 +176,11 @@ def render(report: Report) -> str:
             "",
             f"[`bench/openloop.py`](../../bench/openloop.py) (wrk2's method: fixed intended send times on "
             f"{CONNECTIONS} keep-alive connections, latency from the intended time) on CPU {s['load_cpu']} for "
-            f"{s['open_seconds']} s against the server, then against the Go peer at the same rate. The last "
+            f"{s['open_seconds']} s against the server, then against {base} at the same rate. The last "
             "column is the generator's CPU share in each run: near 1.0, the generator was the bottleneck.",
             "",
-            "| server | rate (req/s) | p50 | p99 | Go p99 at that rate | p99 ÷ Go p99 | errors (server / Go) | generator CPU (server / Go) |",
+            f"| server | rate (req/s) | p50 | p99 | {base} p99 at that rate | p99 ÷ {base} p99 | errors (server / {base}) "
+            f"| generator CPU (server / {base}) |",
             "|---|---:|---:|---:|---:|---:|---|---|",
         ]
         for name, row in report.open_model.items():
@@ -224,44 +241,32 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def build_peer(into: Path) -> tuple[Path | None, str]:
-    """The Go peer's binary, or None and the reason it is missing."""
-    if not PEER_SOURCE.is_dir():
-        return None, f"no Go peer: {PEER_SOURCE} does not exist, so the ratio columns are empty."
-    if not shutil.which("go"):
-        return None, "no Go peer: `go` is not installed (apt-get install golang-go), so the ratio columns are empty."
-    binary = into / "go-peer"
-    env = {**os.environ, "GOFLAGS": "-mod=mod", "GOCACHE": str(into / "gocache")}
-    subprocess.run(["go", "build", "-o", str(binary), "."], cwd=PEER_SOURCE, env=env, check=True, capture_output=True)
-    return binary, f"built from {PEER_SOURCE} with {subprocess.run(['go', 'version'], capture_output=True, text=True).stdout.strip()}."
+def prepare(runners: Sequence[str]) -> dict[str, str]:
+    """Build every server that has a build step, once, before any is timed; runner -> why it is left
+    out, for the ones whose build fails (a missing toolchain, say)."""
+    failed: dict[str, str] = {}
+    for server in dict.fromkeys(RUNNERS[name][0] for name in runners):
+        built = registry.build(registry.get(server))
+        if built is not None and built.returncode != 0:
+            last = (built.stdout + built.stderr).strip().splitlines()[-1:] or ["no output"]
+            why = f"its build (`{' '.join(registry.get(server).build)}`) failed: {last[0]}"
+            failed.update({name: why for name in runners if RUNNERS[name][0] == server})
+    return failed
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start(name: str, peer: Path | None, cpus: str, workers: int, log: Path):
-    """A context manager serving `name` (the Go peer or one of RUNNERS) on a free port, pinned to `cpus`."""
+def start(name: str, cpus: str, workers: int, log: Path):
+    """A context manager serving runner `name` (one of RUNNERS) on a free port, pinned to `cpus`."""
     from servers.process import running, serve_command
 
     port = free_port()
-    env = {"PORT": str(port)}
-    if name == GO:
-        command = ["taskset", "-c", cpus, str(peer)]
-    else:
-        server, runner_env = RUNNERS[name]
-        command = ["taskset", "-c", cpus, *serve_command(server, port, workers)]
-        env.update(runner_env)
-    return port, running(command, port, log, env=env)
+    server, runner_env = RUNNERS[name]
+    command = ["taskset", "-c", cpus, *serve_command(server, port, workers)]
+    return port, running(command, port, log, env=runner_env, stop_timeout=registry.get(server).drain_timeout_s + 10)
 
 
-def serve_and_load(name: str, peer: Path | None, cpus: str, workers: int, log: Path, load: Callable):
+def serve_and_load(name: str, cpus: str, workers: int, log: Path, load: Callable):
     """Start `name`, warm it with one request, and return `load(port, running server)`."""
-    port, server = start(name, peer, cpus, workers, log)
+    port, server = start(name, cpus, workers, log)
     with server as running_server:
         subprocess.run(["curl", "-sf", "-o", "/dev/null", f"http://127.0.0.1:{port}/hash"], check=True)  # warm
         return load(port, running_server)
@@ -273,7 +278,7 @@ def server_processes(leader_pid: int) -> list[psutil.Process]:
     return [p for p in [leader, *leader.children(recursive=True)] if p.name() not in ("make", "taskset")]
 
 
-def measured_wrk(name: str, peer: Path | None, cpus: str, load_cpu: str, seconds: int, log: Path,
+def measured_wrk(name: str, cpus: str, load_cpu: str, seconds: int, log: Path,
                  connections: int = CONNECTIONS, timeout: int | None = None, workers: int = 1) -> Measured:
     """One wrk run against `name`, with the server's CPU time per answer and its peak RSS."""
 
@@ -286,18 +291,24 @@ def measured_wrk(name: str, peer: Path | None, cpus: str, load_cpu: str, seconds
         before, peak = cpu_seconds(), 0.0
         command = ["taskset", "-c", load_cpu, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
                    *(["--timeout", f"{timeout}s"] if timeout else []), f"http://127.0.0.1:{port}/hash"]
-        wrk_run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        while wrk_run.poll() is None:
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()) / 2**20)
-            time.sleep(0.5)
-        output, spent = wrk_run.communicate()[0], cpu_seconds() - before
+        wrk_run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   preexec_fn=dies_with_parent())
+        try:
+            while wrk_run.poll() is None:
+                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()) / 2**20)
+                time.sleep(0.5)
+            output, spent = wrk_run.communicate()[0], cpu_seconds() - before
+        finally:
+            if wrk_run.poll() is None:
+                kill_tree(wrk_run.pid)
+                wrk_run.wait()
         if wrk_run.returncode != 0:
             raise RuntimeError(f"wrk failed against {name}: {output.strip()[-300:]}")
         result = parse_wrk(output)
         cpu_us = spent / result.requests * 1e6 if result.requests else None
         return Measured(**asdict(result), cpu_us=cpu_us, peak_rss_mib=peak)
 
-    return serve_and_load(name, peer, cpus, workers, log, load)
+    return serve_and_load(name, cpus, workers, log, load)
 
 
 def open_loop(port: int, cpu: str, rate: int, seconds: int, log: Path) -> dict:
@@ -305,74 +316,89 @@ def open_loop(port: int, cpu: str, rate: int, seconds: int, log: Path) -> dict:
     with open(log, "wb") as err:
         done = subprocess.run(["taskset", "-c", cpu, sys.executable, "-m", "bench.openloop", "--url",
                                f"http://127.0.0.1:{port}/hash", "--rate", str(rate), "--seconds", str(seconds)],
-                              cwd=ROOT, stdout=subprocess.PIPE, stderr=err, check=False)  # fmt: skip
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=err, check=False,
+                              preexec_fn=dies_with_parent())  # fmt: skip
     if done.returncode != 0:
         raise PerfError(f"the open-model generator failed ({log}): read the log, then run make perf again.")
     return json.loads(done.stdout)
 
 
-def run(args: argparse.Namespace, out: Path) -> Report:
+def check_machine() -> list[int]:
+    """The CPUs to use; PerfError when there are fewer than two or a tool is missing."""
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         raise PerfError(f"this process may use only CPU {cpus}: perf needs two, one for the server and one for the load.")
     for tool in ("wrk", "taskset", "curl"):
         if not shutil.which(tool):
             raise PerfError(f"`{tool}` is not installed: apt-get install {'util-linux' if tool == 'taskset' else tool}.")
-    server_cpu, load_cpu, all_cpus = str(cpus[0]), str(cpus[1]), ",".join(map(str, cpus))
-    report = Report(
+    return cpus
+
+
+def new_report(args: argparse.Namespace, cpus: list[int]) -> Report:
+    return Report(
         machine={"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu_model(), "cpus": len(cpus),
                  "kernel": platform.release(), "python": platform.python_version(), "load_average": os.getloadavg()},
-        settings={"rounds": args.rounds, "seconds": args.seconds, "connections": CONNECTIONS, "server_cpu": server_cpu,
-                  "load_cpu": load_cpu, "cpus": len(cpus), "open_seconds": args.open_seconds,
-                  "rss_requests": args.rss_requests, "command": " ".join(["make perf", *args.make_args])},
+        settings={"rounds": args.rounds, "seconds": args.seconds, "connections": CONNECTIONS, "server_cpu": str(cpus[0]),
+                  "load_cpu": str(cpus[1]), "cpus": len(cpus), "open_seconds": args.open_seconds,
+                  "rss_requests": args.rss_requests, "seed_connections": args.seed_connections,
+                  "seed_seconds": args.seed_seconds, "command": " ".join(["make perf", *args.make_args])},
+        baseline=registry.baseline(),
+        stands_for={name: spec.stands_for for name, (server, _) in RUNNERS.items()
+                    if (spec := registry.get(server)).stands_for},
     )  # fmt: skip
+
+
+def run(args: argparse.Namespace, out: Path, report: Report, cpus: list[int]) -> Report:
+    server_cpu, load_cpu, all_cpus = str(cpus[0]), str(cpus[1]), ",".join(map(str, cpus))
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        peer, report.peer_note = build_peer(Path(tmp))
-        say(report.peer_note)
-        names = ([GO] if peer else []) + list(RUNNERS)
+    report.skipped = prepare(list(RUNNERS))
+    for name, why in report.skipped.items():
+        say(f"{name} is left out: {why}")
+    names = [name for name in RUNNERS if name not in report.skipped]
+    if report.baseline not in names:
+        report.baseline = None
+    servers = [name for name in names if name in registry.names()]  # each server once, not its variants
+    for name in names:
+        report.throughput[name] = []
+    for r in range(1, args.rounds + 1):
         for name in names:
-            report.throughput[name] = []
-        for r in range(1, args.rounds + 1):
-            for name in names:
-                load = measured_wrk(name, peer, server_cpu, load_cpu, args.seconds, logs / f"{name}-round{r}.log")
-                report.throughput[name].append(load)
-                say(f"round {r}/{args.rounds} {name}: {load.rps:,.0f} req/s, {_num(load.cpu_us, 0)} us of CPU per request")
-        if args.seed:
-            if problem := room_for_connections(SEED_CONNECTIONS + 2000):
-                raise PerfError(problem)
-            for name in names:
-                load = measured_wrk(name, peer, server_cpu, load_cpu, SEED_SECONDS, logs / f"{name}-seed.log",
-                                    connections=SEED_CONNECTIONS, timeout=SEED_TIMEOUT)  # fmt: skip
-                report.seed[name] = load
-                say(f"{SEED_CONNECTIONS:,} connections, {name}: {load.requests:,} answered, slowest "
-                    f"{_num(load.max_ms, 0)} ms, {load.timeouts:,} later than {SEED_TIMEOUT} s")  # fmt: skip
-        if args.open_seconds:
-            for name in SERVERS:
-                rate = max(1, int(median_rps(report.throughput[name]) / 2))
-                row = {"rate": rate}
-                for who in ([name] + ([GO] if peer else [])):
-                    row["server" if who == name else "go"] = serve_and_load(
-                        who, peer, server_cpu, 1, logs / f"open-{name}-{who}.log",
-                        lambda port, _, who=who: open_loop(port, load_cpu, rate, args.open_seconds,
-                                                        logs / f"open-{name}-{who}.openloop.log"),
-                    )  # fmt: skip
-                    say(f"open {name} at {rate:,} req/s, {who}: p99 {row['server' if who == name else 'go']['p99_ms']} ms")
-                report.open_model[name] = row
-        if args.scaling:
-            for name in names:
-                workers = len(cpus)
-                load = measured_wrk(name, peer, all_cpus, all_cpus, args.seconds, logs / f"{name}-scaling.log",
-                                    workers=workers)  # fmt: skip
-                report.scaling[name] = {"one": median_rps(report.throughput[name]), "all": load.rps,
-                                        "workers": 1 if name == GO else workers}  # fmt: skip
-                say(f"scaling {name}: {load.rps:,.0f} req/s on {len(cpus)} CPUs")
+            load = measured_wrk(name, server_cpu, load_cpu, args.seconds, logs / f"{name}-round{r}.log")
+            report.throughput[name].append(load)
+            say(f"round {r}/{args.rounds} {name}: {load.rps:,.0f} req/s, {_num(load.cpu_us, 0)} us of CPU per request")
+    if args.seed:
+        if problem := room_for_connections(args.seed_connections + 2000):
+            raise PerfError(problem)
+        for name in names:
+            load = measured_wrk(name, server_cpu, load_cpu, args.seed_seconds, logs / f"{name}-seed.log",
+                                connections=args.seed_connections, timeout=SEED_TIMEOUT)  # fmt: skip
+            report.seed[name] = load
+            say(f"{args.seed_connections:,} connections, {name}: {load.requests:,} answered, slowest "
+                f"{_num(load.max_ms, 0)} ms, {load.timeouts:,} later than {SEED_TIMEOUT} s")  # fmt: skip
+    if args.open_seconds:
+        for name in [n for n in servers if n in report.stands_for]:
+            rate = max(1, int(median_rps(report.throughput[name]) / 2))
+            row = {"rate": rate}
+            for who in [name] + ([report.baseline] if report.baseline else []):
+                row["server" if who == name else "go"] = serve_and_load(
+                    who, server_cpu, 1, logs / f"open-{name}-{who}.log",
+                    lambda port, _, who=who: open_loop(port, load_cpu, rate, args.open_seconds,
+                                                    logs / f"open-{name}-{who}.openloop.log"),
+                )  # fmt: skip
+                say(f"open {name} at {rate:,} req/s, {who}: p99 {row['server' if who == name else 'go']['p99_ms']} ms")
+            report.open_model[name] = row
+    if args.scaling:
+        for name in names:
+            load = measured_wrk(name, all_cpus, all_cpus, args.seconds, logs / f"{name}-scaling.log",
+                                workers=len(cpus))  # fmt: skip
+            workers = len(cpus) if registry.get(RUNNERS[name][0]).has("worker_processes") else 1
+            report.scaling[name] = {"one": median_rps(report.throughput[name]), "all": load.rps, "workers": workers}
+            say(f"scaling {name}: {load.rps:,.0f} req/s on {len(cpus)} CPUs")
     if args.rss_requests:
         from servers.memory import measure
 
-        for name in SERVERS:
-            samples = measure(name, args.rss_requests, logs / f"{name}-memory.log",
+        for name in servers:
+            samples = measure(name, args.rss_requests, logs / f"{name}-memory.log", round_seconds=args.memory_round_seconds,
                               progress=lambda s, name=name: say(f"memory {name}: {s.requests:,} requests, {s.rss_mib:.1f} MiB"))  # fmt: skip
             report.memory[name] = {"samples": [asdict(s) for s in samples]}
     return report
@@ -386,24 +412,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-scaling", dest="scaling", action="store_false")
     parser.add_argument("--no-seed", dest="seed", action="store_false", help="skip the 15,000-connection runs")
     parser.add_argument("--rss-requests", type=int, default=100_000, help="0 skips the memory runs")
+    # Sizes for a short run (the tests'); the defaults are the seed's load and servers/memory.py's rounds.
+    parser.add_argument("--seed-connections", type=int, default=SEED_CONNECTIONS)
+    parser.add_argument("--seed-seconds", type=int, default=SEED_SECONDS)
+    parser.add_argument("--memory-round-seconds", type=int, default=5)
     parser.add_argument("--results", type=Path, default=ROOT / "results")
     args = parser.parse_args(argv)
     args.make_args = [f"PERF_ROUNDS={args.rounds}", f"PERF_RSS_REQUESTS={args.rss_requests}"]
-    out = args.results / time.strftime("perf-%Y%m%dT%H%MZ", time.gmtime())
+    out = args.results / time.strftime("perf-%Y%m%dT%H%M%SZ", time.gmtime())
     try:
-        report = run(args, out)
+        cpus = check_machine()
+    except PerfError as error:
+        print(f"perf: {error}", file=sys.stderr)
+        return 2
+    report = new_report(args, cpus)
+    code = 0
+    try:
+        with interruptible():
+            run(args, out, report, cpus)
     except PerfError as error:
         print(f"perf: {error}", file=sys.stderr)
         return 2
     except (subprocess.CalledProcessError, RuntimeError, TimeoutError) as error:
         print(f"perf: a run failed ({error}); its logs are in {out / 'logs'}: read them, then run make perf again.", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as stopped:
+        name = signal.Signals(getattr(stopped, "signum", signal.SIGINT)).name
+        report.incomplete = f"stopped by {name} at {time.strftime('%H:%M:%S UTC', time.gmtime())}"
+        code = 128 + getattr(stopped, "signum", signal.SIGINT)
+    out.mkdir(parents=True, exist_ok=True)
     text = render(report)
     (out / "perf.md").write_text(text)
     (out / "perf.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
     print(text)
-    say(f"wrote {out / 'perf.md'} and perf.json")
-    return 0
+    say(f"wrote {out / 'perf.md'} and perf.json" + (f" ({report.incomplete})" if report.incomplete else ""))
+    return code
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -41,6 +42,24 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def measured(summary: Summary) -> list[tuple[str, Metrics]]:
     return [(name, s["aggregate"]) for name, s in summary["servers"].items() if s["aggregate"] is not None]
+
+
+def k6_peak_share(summary: Summary, server: str) -> float | None:
+    """k6's CPU share in the server's busiest round: one saturated round is enough to doubt it."""
+    shares = [r["metrics"]["k6_cpu_share"] for r in summary["servers"][server]["rounds"] if r["metrics"]["k6_cpu_share"] is not None]
+    return max(shares) if shares else None
+
+
+def k6_bound(summary: Summary) -> list[str]:
+    """The servers with a round in which k6 used K6_SATURATED of its CPUs or more."""
+    return [n for n, _ in measured(summary) if (k6_peak_share(summary, n) or 0) >= K6_SATURATED]
+
+
+def throttled(m: Metrics) -> str:
+    t = m.get("throttling")
+    if not t or not t["periods"]:
+        return "–"
+    return f"{100 * t['throttled_periods'] / t['periods']:.0f} % of periods, {t['throttled_s']:.1f} s"
 
 
 def tables(summary: Summary) -> list[tuple[str, str]]:
@@ -81,6 +100,24 @@ def tables(summary: Summary) -> list[tuple[str, str]]:
                         count(m["rps"]),
                         count(m["rps_steady"]),
                         ", ".join(count(r["metrics"]["rps"]) for r in summary["servers"][n]["rounds"]),
+                    ]
+                    for n, m in rows
+                ],
+            ),
+        ),
+        (
+            "Who limited the run",
+            table(
+                ["Server", "CPU limit", "Server CPU avg", "Throttled (whole run)", "k6 CPU, busiest round", "Limited by"],
+                [
+                    [
+                        n,
+                        number(m.get("cpu_limit_cores"), unit=" cores") if m.get("cpu_limit_cores") else "none",
+                        number(m["server_cpu_cores"]["mean"], unit=" cores"),
+                        throttled(m),
+                        percent(k6_peak_share(summary, n), 0),
+                        "k6 (its throughput is a floor)" if n in k6_bound(summary) else "the server"
+                        if k6_peak_share(summary, n) is not None else "–",
                     ]
                     for n, m in rows
                 ],
@@ -129,8 +166,10 @@ def tables(summary: Summary) -> list[tuple[str, str]]:
     return out
 
 
-def default_workers(server_cpus: list[int] | None) -> str:
-    # Both servers' settings default WORKERS to the CPUs they may use, which taskset narrows.
+def default_workers(server_cpus: list[int] | None, limit: float | None = None) -> str:
+    # The servers default WORKERS to the CPUs they may use: taskset narrows them, a quota caps them (rounded up).
+    if limit:
+        return f"the servers' default, the CPU limit rounded up: {min(len(server_cpus or [1]), math.ceil(limit))}"
     return f"the servers' default, one per pinned CPU: {len(server_cpus)}" if server_cpus else "the servers' default"
 
 
@@ -141,7 +180,10 @@ def methodology(summary: Summary) -> str:
         f"- Run `{summary['run_id']}`, {summary['created']}, {s['where']}: {machine['description']}",
         f"- Machine: {machine['cpu_model']}, {machine['cores']} cores, kernel {machine['kernel']}",
         f"- Servers {cpus(s['server_cpus'])}, k6 {cpus(s['k6_cpus'])}",
-        f"- Workers per server: {s['workers'] or default_workers(s['server_cpus'])}",
+        "- CPU limit per server: " + (f"{s['server_cpu_limit']:g} cores, the same for every server ({s.get('server_cpu_limit_how', '')}); "
+                                      "the ratios under a limit are not the full-core ratios of `make perf` (docs/bench-local.md)"
+                                      if s.get("server_cpu_limit") else f"none ({s.get('server_cpu_limit_how') or 'not set'})"),
+        f"- Workers per server: {s['workers'] or default_workers(s['server_cpus'], s.get('server_cpu_limit'))}",
         f"- Profile `{s['profile']}`, {s['rounds']} round(s), servers alternating each round: {', '.join(s['servers'])}",
         "- Versions: " + ", ".join(f"{k} {v[k]}" for k in sorted(v)),
         "- Latency is of successful requests only; aggregates are medians over rounds, request counts are "
@@ -160,12 +202,17 @@ def verification_lines(summary: Summary) -> list[str]:
 
 def render(summary: Summary, plots: Sequence[str]) -> str:
     parts = [f"# Benchmark {summary['run_id']}", ""]
-    saturated = [n for n, m in measured(summary) if (m["k6_cpu_share"] or 0) >= K6_SATURATED]
-    if saturated:
+    if saturated := k6_bound(summary):
         parts += [
-            f"> **The load generator was the limit** for {', '.join(saturated)}: k6 used at least "
-            f"{K6_SATURATED:.0%} of its CPUs, so the throughput figures are a floor, not the server's ceiling, "
+            f"> **The load generator was the limit** for {', '.join(saturated)}: in at least one round k6 used "
+            f"{K6_SATURATED:.0%} or more of its CPUs, so the throughput figures are a floor, not the server's ceiling, "
             "and latency includes k6's own queueing.",
+            "",
+        ]
+    if summary.get("incomplete"):
+        parts += [
+            f"> **This run is incomplete**: {summary['incomplete']}. The tables hold the rounds that finished; "
+            "a server with no finished round is missing from them.",
             "",
         ]
     if summary["settings"]["profile"] == "open":
@@ -186,7 +233,7 @@ def render(summary: Summary, plots: Sequence[str]) -> str:
 
 def terminal_text(summary: Summary) -> str:
     """The tables and observations, for the end of a run."""
-    parts = []
+    parts = [f"This run is incomplete: {summary['incomplete']}.", ""] if summary.get("incomplete") else []
     for title, text in tables(summary):
         parts += [title, text, ""]
     parts += ["Key observations", *(f"- {line}" for line in observations(summary))]

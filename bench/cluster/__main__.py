@@ -24,6 +24,7 @@ from bench.cluster.deploy import kustomization
 from bench.cluster.kube import ClusterError, say
 from bench.cluster.results import RESULTS, collect
 from bench.cluster.testruns import run
+from servers import registry
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command_name", required=True)
     run_parser = commands.add_parser("run", help="apply the TestRuns, wait, collect")
     run_parser.add_argument("--run-id", default="")
-    run_parser.add_argument("--servers", default="stdlib-style async-style")
+    run_parser.add_argument("--servers", default="stand-ins", help="SERVERS: names, stand-ins or all")
     run_parser.add_argument("--profile", default="seed")
     run_parser.add_argument("--parallelism", type=int, default=1)
     run_parser.add_argument("--timeout", default="45m")
@@ -45,21 +46,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     deploy_parser = commands.add_parser("kustomization", help="write OUT/kustomization.yaml: OVERLAY with these images")
     deploy_parser.add_argument("overlay", type=Path)
     deploy_parser.add_argument("out_dir", type=Path)
+    deploy_parser.add_argument("--servers", default="", help="the servers to give a replica (SERVERS; default: stand-ins)")
     deploy_parser.add_argument("images", nargs="+", help="server=registry/name:tag")
     args = parser.parse_args(argv)
     try:
         if args.command_name == "run":
-            args.servers = args.servers.split()
+            args.servers = registry.select(args.servers)
             return run(args)
         if args.command_name == "collect":
             collect(Path(args.results) / args.run_id, args.prometheus_url)
             return 0
         images = dict(item.split("=", 1) for item in args.images)
         args.out_dir.mkdir(parents=True, exist_ok=True)
-        wrapper = kustomization(args.overlay, args.out_dir, images)
+        wrapper = kustomization(args.overlay, args.out_dir, images, registry.select(args.servers))
         (args.out_dir / "kustomization.yaml").write_text(yaml.safe_dump(wrapper, sort_keys=False))
         return 0
-    except ClusterError as error:
+    except (ClusterError, registry.RegistryError) as error:
         say(f"make: {error}")
         return 1
 

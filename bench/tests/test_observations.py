@@ -27,7 +27,8 @@ def test_failures_and_a_saturated_load_generator_are_said():
     s = summary({"stdlib-style": [metrics(1.0, 4.0, 3000, failed=12, k6_share=0.97)], "async-style": [metrics(0.5, 2, 6000)]})
     text = "\n".join(observations(s))
     assert "stdlib-style: 12 request(s) failed" in text
-    assert "stdlib-style: k6 used 97% of its CPUs, so the load generator was the limit" in text
+    assert "stdlib-style: k6 used 97% of its CPUs in its busiest round, so the load generator was the limit" in text
+    assert "async-style: server-bound: k6 used at most 50% of its CPUs in any round." in text
     assert "No request and no check failed." not in text
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from contextlib import contextmanager
@@ -31,20 +32,34 @@ def server(status: int = 200, stall_at: int = -1, stall_s: float = 0.0):
         yield f"http://{address}/hash"
 
 
-def test_it_keeps_the_intended_rate_and_measures_every_answer():
+def test_the_schedule_spreads_the_rate_over_the_connections_evenly():
+    plan = openloop.schedule(rate=200, seconds=1.5, connections=5)
+    assert [len(times) for times in plan] == [60] * 5  # 200/s for 1.5 s, 40/s on each connection
+    merged = sorted(t for times in plan for t in times)
+    gaps = {round(b - a, 9) for a, b in zip(merged, merged[1:])}
+    assert gaps == {0.005} and merged[0] == 0 and merged[-1] < 1.5  # one arrival every 1/200 s
+    assert sum(map(len, openloop.schedule(rate=7, seconds=1, connections=3))) == 7
+
+
+def test_it_sends_every_scheduled_request_once_and_times_it_from_the_schedule():
+    """Bounds that hold however busy the machine is: what the schedule holds is sent once and
+    answered (a delayed send is late, never skipped or doubled), no faster than the schedule, and
+    each latency runs from its intended time, so a late send shows in the latencies too."""
     with server() as url:
         result = openloop.run(url, rate=200, seconds=1.5, connections=5)
-    assert 290 <= result.requests <= 310, result
-    assert result.errors == 0
-    assert result.late <= 15, result  # a busy test machine may delay a few sends past 10 ms
-    assert 170 <= result.achieved_rps <= 230, result
+    assert result.scheduled == 300 and result.requests == 300 and result.errors == 0, result
+    # The run lasts at least the schedule's 1.5 s, so it cannot answer faster than the rate.
+    assert 0 < result.achieved_rps <= 200, result
     assert 0 < result.p50_ms <= result.p99_ms <= result.max_ms
-    assert 0 < result.cpu_share < 1
+    assert result.late == 0 or result.max_ms >= 10, result
+    # The generator and this test's server share the process: at most every CPU busy.
+    assert 0 < result.cpu_share <= os.cpu_count(), result
 
 
 def test_a_stall_counts_against_every_request_queued_behind_it():
     # One connection at 100/s; the 20th answer takes 0.5 s. A closed-loop client would record one
-    # slow request; here the ~50 requests intended during the stall wait for it and say so.
+    # slow request; here the ~50 requests intended during the stall wait for it and say so. A busy
+    # machine only adds lateness and latency, so these lower bounds hold under any load.
     with server(stall_at=20, stall_s=0.5) as url:
         result = openloop.run(url, rate=100, seconds=1.5, connections=1)
     assert result.errors == 0

@@ -34,6 +34,30 @@ def test_a_saturated_k6_makes_throughput_a_floor():
     assert "**The load generator was the limit** for async-style" in render(s, [])
 
 
+def test_one_round_with_k6_at_85_percent_makes_the_run_k6_bound():
+    # The median over the two rounds is 72 %: one round at 85 % is enough to doubt the run.
+    s = summary({"async-style": [metrics(0.5, 2, 8000, k6_share=0.85), metrics(0.5, 2, 8000, k6_share=0.60)],
+                 "stdlib-style": [metrics(1.0, 4, 4000, k6_share=0.40)] * 2})
+    text = render(s, [])
+    assert text.startswith("# Benchmark fixture\n\n> **The load generator was the limit** for async-style: in at least one round")
+    rows = {line.split("|")[1].strip(): line for line in text.split("## Who limited the run")[1].split("##")[0].splitlines()
+            if line.startswith("| ") and "Server" not in line}
+    cells = {name: [c.strip() for c in row.strip("|").split("|")] for name, row in rows.items()}
+    assert cells["async-style"][-2:] == ["85 %", "k6 (its throughput is a floor)"]
+    assert cells["stdlib-style"][-2:] == ["40 %", "the server"]
+
+
+def test_the_cpu_limit_and_its_throttling_are_reported():
+    limited = metrics(0.5, 2, 3000, k6_share=0.5)
+    limited["cpu_limit_cores"], limited["throttling"] = 0.3, {"periods": 2000, "throttled_periods": 500, "throttled_s": 1.25}
+    s = summary({"async-style": [limited, limited]})
+    s["settings"]["server_cpu_limit"], s["settings"]["server_cpu_limit_how"] = 0.3, "cgroup v1, 10 ms period"
+    text = render(s, [])
+    row = next(line for line in text.split("## Who limited the run")[1].splitlines() if line.startswith("| async-style"))
+    assert "| 0.30 cores " in row and "| 25 % of periods, 2.5 s " in row and "the server" in row
+    assert "- CPU limit per server: 0.3 cores, the same for every server (cgroup v1, 10 ms period)" in text
+
+
 def test_failures_are_shown_in_the_request_table():
     s = summary({"async-style": [metrics(0.5, 2, 100, failed=30)]})
     assert "| async-style | 3,000      | 30     | 0.990 %    |" in render(s, [])

@@ -20,11 +20,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from servers import registry
 from servers.process import ROOT, running, serve_command, stand_in, start_prometheus
 
 DASHBOARD = ROOT / "dashboards" / "benchmark.json"
 K6 = ROOT / ".venv" / "bin" / "k6"
-SERVERS = sorted(p.parent.name for p in (ROOT / "servers").glob("*/pyproject.toml"))
+SERVERS = sorted(registry.names())
 DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
 # What k6 1.1.0's remote write wrote here (verified-here.md), plus k6_dropped_iterations_total,
 # which appears only once an arrival-rate scenario drops an iteration (seen here with PROFILE=open).

@@ -47,6 +47,7 @@ def test_every_profile_passes_inspect_with_the_shared_options():
         assert options["thresholds"] == {
             "http_req_failed": ["rate<0.01"],
             "checks": ["rate>0.99"],
+            "checks{body:sampled}": ["rate==1"],
             "http_req_duration{expected_response:true}": ["max>=0"],
         }
     # k6 inspect prints threshold expressions only; a benchmark must never stop early.
@@ -133,7 +134,10 @@ def test_a_run_writes_the_documented_summary(tmp_path, free_port):
     assert 50 <= data["http_reqs"]["count"] <= 150 and data["http_reqs"]["rate"] > 0
     assert data["iterations"]["count"] == data["http_reqs"]["count"]
     assert data["http_req_failed"] == {"rate": 0, "passes": 0, "fails": data["http_reqs"]["count"]}
-    assert data["checks"]["passes"] == 3 * data["http_reqs"]["count"] and data["checks"]["fails"] == 0
+    # A status check on every request, and two body checks on the sampled ones: here each VU's
+    # first 10 iterations, so nearly all of these ~100.
+    count = data["http_reqs"]["count"]
+    assert count + 2 * 0.5 * count <= data["checks"]["passes"] <= 3 * count and data["checks"]["fails"] == 0
     latency = data["http_req_duration"]
     assert set(latency) == {"p50", "p90", "p95", "p99", "avg", "min", "max"}
     assert 0 < latency["min"] <= latency["p50"] <= latency["p90"] <= latency["p95"] <= latency["p99"] <= latency["max"]
@@ -154,11 +158,46 @@ def test_checks_fail_when_the_source_is_another_server(tmp_path, free_port):
     assert result.returncode == 99, result.stderr
     data = json.loads(summary.read_text())
     assert data["http_req_failed"]["rate"] == 0
-    assert data["checks"]["fails"] == data["http_reqs"]["count"] > 0
-    assert data["thresholds"]["checks"] == {"rate>0.99": False}
+    # Only `source is SERVER` fails, on every sampled request (at 20 req/s for 1 s, each VU's first ones).
+    assert 0.5 * data["http_reqs"]["count"] <= data["checks"]["fails"] <= data["http_reqs"]["count"]
+    assert data["thresholds"]["checks{body:sampled}"] == {"rate==1": False}
 
 
 def test_a_tag_set_without_the_server_tag_is_refused():
     result = k6("run", "--tag", "run=r1", env={**BASE_ENV, "PROFILE": "open", "RATE": "1", "DURATION": "1s"})
     assert result.returncode != 0
     assert "a --tag flag replaces the script's tags, so add --tag server=async-style." in result.stderr
+
+
+def wrong_every_100th_answer_of_each_connection():
+    """A stand-in that keeps the contract except on each connection's 1st, 101st, 201st, ... answer,
+    whose hash is not hex: wrong in 1 answer of 100."""
+    import threading
+
+    local = threading.local()
+
+    def answer(path: str):
+        local.count = getattr(local, "count", 0) + 1
+        digest = "z" * 64 if local.count % 100 == 1 else "0" * 64
+        body = json.dumps({"hash": digest, "timestamp": 1, "source": "async-style"}).encode()
+        return 200, {"Content-Type": "application/json", "Cache-Control": "no-store"}, body
+
+    return answer
+
+
+def test_the_sampled_body_checks_catch_a_server_wrong_in_one_answer_of_100(tmp_path):
+    from servers.process import stand_in
+
+    summary = tmp_path / "summary.json"
+    with stand_in(wrong_every_100th_answer_of_each_connection()) as address:
+        result = k6("run", env={"TARGET": f"http://{address}", "SERVER": "async-style", "PROFILE": "smoke",
+                                "SUMMARY": str(summary)}, timeout=120)
+    data = json.loads(summary.read_text())
+    count, checks = data["http_reqs"]["count"], data["checks"]
+    # Every status check held; every VU's first answer is among its checked ones, and was wrong.
+    assert data["http_req_failed"]["rate"] == 0 and count > 500
+    assert checks["fails"] >= data["vus_max"] == 5, checks
+    assert result.returncode == 99 and data["thresholds"]["checks{body:sampled}"] == {"rate==1": False}
+    # The sample: 10 first iterations of each of the 5 VUs, then about 1 in 100 (two checks each).
+    body_checks = checks["passes"] + checks["fails"] - count
+    assert 2 * (50 + 0.5 * (count - 50) / 100) <= body_checks <= 2 * (50 + 1.6 * (count - 50) / 100), (body_checks, count)
