@@ -297,6 +297,13 @@ def keep_requesting(port: int, stop: threading.Event, tally: Tally) -> None:
             except ConnectionRefusedError:
                 tally.add("refused")
                 return
+            except ConnectionResetError as raised:
+                # Reset within the handshake: the listener closed with this connection in its queue.
+                if tally.signalled_at is not None and opened >= tally.signalled_at:
+                    tally.add("reset_during_stop")
+                else:
+                    tally.add("failed", f"connect reset before any signal: {raised!r}")
+                return
             if told_to_close:
                 tally.add("reconnected")
         elif select.select([sock], [], [], 0)[0]:

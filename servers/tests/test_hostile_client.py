@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import pytest
 
-from servers.tests.hostile import parse_responses, send_raw
-
+from servers.tests import hostile
+from servers.tests.hostile import Tally, keep_requesting, parse_responses, send_raw
 
 
 @pytest.mark.parametrize(
@@ -66,3 +67,17 @@ def test_send_raw_sees_an_answer_delimited_by_the_close():
     exchange = send_raw(port, b"GARBAGE\r\n\r\n", expect=2, timeout=5)
     thread.join(5)
     assert exchange.closed and exchange.statuses == [200] and exchange.responses[0].body == b"hello"
+
+
+@pytest.mark.parametrize("signalled", [True, False], ids=["after the signal", "before any signal"])
+def test_a_connect_reset_in_the_handshake_counts_by_when_it_came(monkeypatch, signalled):
+    # A closing listener resets the connections still in its queue, some before connect() returns.
+    def reset(port, timeout=5.0):
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    monkeypatch.setattr(hostile, "connect", reset)
+    tally = Tally(1)
+    if signalled:
+        tally.signalled_at = time.monotonic() - 1
+    keep_requesting(1, threading.Event(), tally)
+    assert (tally.reset_during_stop, len(tally.failed)) == ((1, 0) if signalled else (0, 1))
