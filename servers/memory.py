@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,7 @@ from pathlib import Path
 import psutil
 
 from servers import registry
-from servers.process import dies_with_parent, interruptible, running, serve_command
+from servers.process import dies_with_parent, free_port, interruptible, running, serve_command
 from servers.wrk import parse_wrk
 
 CONNECTIONS = 64
@@ -59,9 +58,7 @@ def wrk_round(port: int, seconds: int) -> int:
 
 def measure(server: str, requests: int, log: Path, round_seconds: int = 5, progress=None) -> list[Sample]:
     """Samples after warm-up (the first sample) and after each round, until `requests` are sent."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     command = serve_command(server, port, workers=1)
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) >= 2:

@@ -94,13 +94,55 @@ def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
             pass
 
 
+_HANDED: dict[int, float] = {}  # port -> when free_port() handed it out
+_HANDED_LOCK = threading.Lock()
+HANDED_FOR = 120.0  # seconds a handed-out port is not handed out again by this process
+
+
+def ephemeral_range(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> tuple[int, int]:
+    """The ports the kernel picks for outgoing connections (Linux's default where unreadable)."""
+    try:
+        low, high = map(int, path.read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
+    """A TCP port on loopback that nothing listens on right now, for a server started a moment later.
+
+    Not the kernel's pick (bind to port 0): that comes from the ephemeral range, the same pool every
+    client's connect() draws from, and under load (the stop loop runs four servers' clients side by
+    side) a client took such a port between this call and the server's bind, which then failed
+    with "Address already in use" (1 start in 1,100). So the port is drawn from below the ephemeral
+    range, where only an explicit bind can take it, and never twice in HANDED_FOR seconds by this
+    process, whose threads start servers in parallel.
+    """
+    import random
     import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    low, _ = ephemeral_range()
+    start, stop = max(1024, low // 2), low
+    if stop - start < 1000:  # an ephemeral range that starts low leaves no room: the kernel's pick
+        start, stop = 0, 0
+    with _HANDED_LOCK:
+        now = time.monotonic()
+        for port, at in list(_HANDED.items()):
+            if now - at > HANDED_FOR:
+                del _HANDED[port]
+        for _ in range(200):
+            candidate = random.randrange(start, stop) if stop else 0
+            if candidate in _HANDED:
+                continue
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", candidate))
+                except OSError:
+                    continue
+                port = sock.getsockname()[1]
+            _HANDED[port] = now
+            return port
+    raise RuntimeError(f"no free TCP port on 127.0.0.1 in {start}-{stop - 1}: close some servers and try again.")
 
 
 def serve_command(server: str, port: int, workers: int | str = "") -> list[str]:

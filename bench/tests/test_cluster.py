@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -27,7 +26,7 @@ from bench.cluster import kube, results
 from bench.cluster import prometheus as promql
 from bench.model import load
 from servers import registry
-from servers.process import ROOT, running, serve_command, stand_in, start_prometheus
+from servers.process import ROOT, free_port, running, serve_command, stand_in, start_prometheus
 
 K6 = ROOT / ".venv" / "bin" / "k6"
 # `make bench`'s default, SERVERS=stand-ins.
@@ -144,12 +143,7 @@ def prometheus(tmp_path_factory):
             pytest.skip(f"{tool} is not installed (Debian package {tool})")
     tmp_path = tmp_path_factory.mktemp("cluster")
     exporter = Exporter()
-    sockets = [socket.socket() for _ in range(3)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
+    ports = [free_port() for _ in range(3)]
     with stand_in(exporter.answer) as scrape:
         process = start_prometheus(tmp_path, ports[0], scrape, job="cadvisor")
         try:

@@ -8,7 +8,6 @@ import json
 import math
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -21,7 +20,7 @@ import pytest
 import yaml
 
 from servers import registry
-from servers.process import ROOT, running, serve_command, stand_in, start_prometheus
+from servers.process import ROOT, free_port, running, serve_command, stand_in, start_prometheus
 
 DASHBOARD = ROOT / "dashboards" / "benchmark.json"
 K6 = ROOT / ".venv" / "bin" / "k6"
@@ -128,14 +127,7 @@ def test_kustomize_ships_the_json_unchanged_for_grafanas_sidecar():
 
 
 def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+    return [free_port() for _ in range(count)]
 
 
 def get(url: str, params: dict | None = None, timeout: float = 10) -> tuple[int, dict]:
