@@ -231,6 +231,10 @@ bench-local: $(VENV)/.installed ## benchmark the servers here, pinned apart from
 	  --workers "$(WORKERS)" --server-cpus "$(SERVER_CPUS)" --k6-cpus "$(K6_CPUS)" \
 	  --server-cpu-limit "$(SERVER_CPU_LIMIT)" --run-id "$(RUN_ID)" $(if $(PLAN),--plan)
 
+.PHONY: wrkcheck
+wrkcheck: $(VENV)/.installed ## was k6 the limit? wrk against a bench-local run's servers under its CPU limit (RUN_ID, or the newest run)
+	@$(BIN)/python -m bench.wrkcheck "$(RUN_ID)"
+
 .PHONY: compare
 compare: $(VENV)/.installed ## compare two runs per server: P50, P99 and requests, and the change in percent (A, B)
 	@$(BIN)/python -m bench.compare "$(A)" "$(B)"
