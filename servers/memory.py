@@ -56,8 +56,13 @@ def wrk_round(port: int, seconds: int) -> int:
     return load.requests
 
 
+MIN_ROUNDS = 2
+
+
 def measure(server: str, requests: int, log: Path, round_seconds: int = 5, progress=None) -> list[Sample]:
-    """Samples after warm-up (the first sample) and after each round, until `requests` are sent."""
+    """Samples after warm-up (the first sample) and after each round, until `requests` more are sent
+    and at least MIN_ROUNDS rounds ran after the warm-up: a fast server (Go, Rust) sends 100,000 in
+    its warm-up round alone, and one sample cannot show growth."""
     port = free_port()
     command = serve_command(server, port, workers=1)
     cpus = sorted(os.sched_getaffinity(0))
@@ -68,7 +73,8 @@ def measure(server: str, requests: int, log: Path, round_seconds: int = 5, progr
         samples = [Sample(sent, server_rss(runner.process.pid))]
         if progress:
             progress(samples[-1])
-        while sent < requests:
+        warm = sent
+        while sent - warm < requests or len(samples) <= MIN_ROUNDS:
             sent += wrk_round(port, round_seconds)
             samples.append(Sample(sent, server_rss(runner.process.pid)))
             if progress:

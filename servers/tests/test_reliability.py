@@ -270,6 +270,7 @@ MEMORY_GROWTH_MIB = 10.0
 @pytest.mark.parametrize("server", SERVERS)
 def test_memory_stays_flat_over_many_requests(server, tmp_path):
     samples = measure(server, MEMORY_REQUESTS, tmp_path / "log")
+    assert len(samples) >= 3 and samples[-1].requests - samples[0].requests >= MEMORY_REQUESTS, samples
     first, last = samples[0], samples[-1]
     growth = last.rss_mib - first.rss_mib
     print(
